@@ -1,0 +1,1 @@
+"""CodeSearchNet data: readers for its on-disk forms, the local corpus builder, retrieval metrics."""

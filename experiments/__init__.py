@@ -1,0 +1,1 @@
+"""Orchestration: the config schema, the command line, run folders and exports."""

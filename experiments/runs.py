@@ -1,0 +1,89 @@
+"""Run folders: where a command's results go, written so that nothing half-done looks finished.
+
+Every result file is written atomically; `metrics.json` (or the command's own summary file) is written last,
+so its presence marks a finished run.
+"""
+from __future__ import annotations
+
+import io
+import json
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from codesearch.files import atomic_write_text
+
+from .config import study_key, to_plain
+
+PACKAGES = ("codebert-heads", "torch", "transformers", "tokenizers", "numpy", "scipy", "statsmodels",
+            "scikit-learn", "pandas", "omegaconf", "tree-sitter", "wandb", "pytorch-lightning")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40] or "x"
+
+
+def study_name(cfg: DictConfig, sections: tuple[str, ...]) -> str:
+    """`<model>-<data>-<split>-<hash>`: the same settings always name the same study."""
+    model = "minilm" if cfg.model.name == "builtin" else Path(str(cfg.model.name)).name
+    data = (f"stdlib-{cfg.data.language}" if cfg.data.path == "builtin" and not cfg.corpus.source_dir
+            else Path(str(cfg.corpus.source_dir or cfg.data.path)).name)
+    return f"{_slug(model)}-{_slug(data)}-{cfg.data.split}-{study_key(cfg, sections)}"
+
+
+def run_dir(cfg: DictConfig, command: str, sections: tuple[str, ...]) -> Path:
+    if cfg.output_dir:
+        return Path(cfg.output_dir).expanduser()
+    return Path("runs") / command / study_name(cfg, sections)
+
+
+def begin_run(out: Path, marker: str = "metrics.json") -> None:
+    """Open a run folder: an earlier run's completion marker goes first, so that an interruption from here
+    on can never leave new partial files beside an old marker that says "finished"."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / marker).unlink(missing_ok=True)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, float_format="%.10g")
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_config(path: Path, cfg: DictConfig) -> None:
+    from omegaconf import OmegaConf
+
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg))))
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

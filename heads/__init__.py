@@ -1,0 +1,1 @@
+"""The instrument: load an encoder, address its heads, hook them (capture, mask, read attention)."""

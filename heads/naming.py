@@ -1,0 +1,85 @@
+"""One way to name a head everywhere: `L3H7` in tables, runs and file names; `3.7` in specs.
+
+A spec addresses a set of heads: `3.5` one head, `3.*` every head of layer 3, `*.0` head 0 of every layer,
+`3.5,4.1` a list, `*` (or `*.*`) all of them.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from codesearch.errors import UserError
+
+
+class HeadSpecError(UserError):
+    """A head spec that is empty, malformed, or addresses a head the model does not have."""
+
+
+@dataclass(frozen=True, order=True)
+class HeadId:
+    layer: int
+    head: int
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layer}H{self.head}"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.layer}.{self.head}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_NAME = re.compile(r"^L(\d+)H(\d+)$")
+_PART = re.compile(r"^(\d+|\*)\.(\d+|\*)$")
+
+
+def parse_head_name(text: str) -> HeadId:
+    """`L3H7` (or `3.7`) to a HeadId."""
+    text = text.strip()
+    match = _NAME.match(text) or re.match(r"^(\d+)\.(\d+)$", text)
+    if not match:
+        raise HeadSpecError(f"{text!r} is not a head name (expected L<layer>H<head>, e.g. L3H7, or 3.7)")
+    return HeadId(int(match.group(1)), int(match.group(2)))
+
+
+def parse_head_spec(spec: str, n_layers: int, n_heads: int) -> list[HeadId]:
+    """The heads a spec addresses, sorted and without repeats; a clear error for a bad or out-of-range part."""
+    if spec is None or not str(spec).strip():
+        raise HeadSpecError("empty head spec: give heads as layer.head, e.g. 3.5, 3.*, *.0 or 3.5,4.1")
+    heads: set[HeadId] = set()
+    for raw in str(spec).split(","):
+        part = raw.strip()
+        if part in ("*", "*.*", "all"):
+            part = "*.*"
+        match = _PART.match(part)
+        if not match:
+            raise HeadSpecError(f"malformed head spec part {raw.strip()!r} in {spec!r}: expected layer.head "
+                                f"with numbers or *, e.g. 3.5, 3.* or *.0")
+        layer_text, head_text = match.groups()
+        layers = range(n_layers) if layer_text == "*" else [int(layer_text)]
+        head_range = range(n_heads) if head_text == "*" else [int(head_text)]
+        for layer in layers:
+            if not 0 <= layer < n_layers:
+                raise HeadSpecError(f"head spec {part!r}: layer {layer} is out of range "
+                                    f"(the model has layers 0..{n_layers - 1})")
+            for head in head_range:
+                if not 0 <= head < n_heads:
+                    raise HeadSpecError(f"head spec {part!r}: head {head} is out of range "
+                                        f"(the model has heads 0..{n_heads - 1} in each layer)")
+                heads.add(HeadId(layer, head))
+    return sorted(heads)
+
+
+def head_set_name(spec: str) -> str:
+    """The name of a head set in tables and runs: `3.5,4.1` -> `L3H5+L4H1`, `3.*` -> `L3H*`."""
+    parts = []
+    for raw in str(spec).split(","):
+        part = raw.strip()
+        if part in ("*", "*.*", "all"):
+            part = "*.*"
+        layer, head = part.split(".")
+        parts.append(f"L{layer}H{head}")
+    return "+".join(parts)

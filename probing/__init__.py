@@ -1,0 +1,1 @@
+"""Representational evidence: linear probes on each head's output."""
