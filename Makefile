@@ -28,6 +28,7 @@ install-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/codebert-heads corpus
 	$(BIN)/codebert-heads evaluate --config demo
+	$(BIN)/codebert-heads ablate --config demo
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -27,6 +28,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_csv(path: str | os.PathLike, frame) -> None:
+    """A pandas frame as CSV, no index, every float exactly as computed."""
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)  # shortest repr that reads back to the same float
+    atomic_write_text(path, buffer.getvalue())
 
 
 @contextlib.contextmanager

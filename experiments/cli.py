@@ -15,6 +15,8 @@ from .config import COMMAND_SECTIONS, describe_options, load_config
 class Command:
     summary: str
     runner: str  # "module:function", imported only when the command runs (torch is slow to import)
+    # Arguments besides the config: (name, argparse keyword arguments); passed to the runner by name.
+    arguments: tuple = ()
 
 
 COMMANDS = {
@@ -22,6 +24,19 @@ COMMANDS = {
                       "library)", "experiments.build_corpus:run_corpus"),
     "evaluate": Command("baseline retrieval: MRR under both protocols and recall@1/5/10, per-query ranks kept",
                         "experiments.evaluate:run_evaluate"),
+    "ablate": Command("mask heads one at a time (or as sets), measure the drop in MRR query by query, test it "
+                      "against the baseline, export the importance table and heatmap",
+                      "experiments.ablate:run_ablate"),
+    "sweep": Command("run a W&B sweep file with no W&B server: W&B's sweep engine picks each run, the agent's "
+                     "command line runs it, logged offline; resumes where it stopped",
+                     "experiments.sweep:run_sweep",
+                     (("sweep_file", {"metavar": "SWEEP_FILE",
+                                      "help": "a sweep YAML, e.g. sweeps/minilm_heads.yaml"}),
+                      ("--count", {"type": int, "default": None, "help": "launch at most N runs now"}))),
+    "aggregate": Command("one importance table from all ablation runs of a study (e.g. a sweep's), corrected over "
+                         "all of them", "experiments.aggregate:run_aggregate",
+                         (("study", {"metavar": "STUDY", "help": "the study's folder, its name under runs_dir, "
+                                                                  "or (W&B online) its group name"}),)),
 }
 
 USAGE_TAIL = """
@@ -42,23 +57,33 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         child = sub.add_parser(
             name, help=command.summary, description=command.summary,
-            epilog="options (key=value, with defaults):\n" + describe_options(COMMAND_SECTIONS[name]) + "\n"
+            epilog="options (key=value, with defaults):\n"
+                   + describe_options(COMMAND_SECTIONS[name]) + "\n"
                    + USAGE_TAIL,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         child.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
                            help="YAML config merged over the defaults: a path or a name in experiments/configs/")
+        for argument, options in command.arguments:
+            child.add_argument(argument, **options)
         child.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may also follow an option (`sweep FILE --count 3 runs_dir=x`), which argparse leaves over.
+    args, leftover = parser.parse_known_args(argv)
+    stray = [item for item in leftover if "=" not in item or item.startswith("-") and not item.startswith("--")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides = [*args.overrides, *leftover]
     try:
         cfg = load_config(args.command, args.config, args.overrides)
         module_name, function_name = COMMANDS[args.command].runner.split(":")
         runner = getattr(importlib.import_module(module_name), function_name)
-        runner(cfg)
+        runner(cfg, **{name.lstrip("-"): getattr(args, name.lstrip("-")) for name, _ in
+                       COMMANDS[args.command].arguments})
     except UserError as exc:
         print(f"codebert-heads {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -61,6 +61,35 @@ class Pooling(StrEnum):
 class Protocol(StrEnum):
     whole_pool = "whole_pool"
     csn = "csn"
+
+
+class MaskMode(StrEnum):
+    zero = "zero"
+    mean = "mean"
+    resample = "resample"
+
+
+class Side(StrEnum):
+    query = "query"
+    code = "code"
+    both = "both"
+
+
+class Correction(StrEnum):
+    holm = "holm"
+    bh = "bh"
+
+
+class PrimaryTest(StrEnum):
+    t = "t"
+    permutation = "permutation"
+
+
+class WandbMode(StrEnum):
+    auto = "auto"
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
 
 
 def _help(text: str, default: Any = None, factory=None):
@@ -120,23 +149,68 @@ class EvalConfig:
 
 
 @dataclass
+class AblationConfig:
+    heads: str = _help("heads to ablate, as a spec: 3.5, 3.*, *.0, 3.5,4.1, * (all); names work too: L3H5", "*")
+    layer: Optional[int] = _help("with ablation.head, one head by number (what a sweep grid varies); "
+                                 "null = use ablation.heads", None)
+    head: Optional[int] = _help("with ablation.layer, one head by number", None)
+    per_head: bool = _help("true: each head of the spec is its own condition (the single-head map); false: the "
+                           "whole spec is masked together as one condition", True)
+    mode: MaskMode = _help("zero (the classic head mask), mean (the head's mean output over held-out tokens), "
+                           "resample (its output on another input of the same batch)", MaskMode.zero)
+    side: Side = _help("mask on the query side, the code side, or both (the head is gone from the model)", Side.both)
+    mean_split: Split = _help("mean mode: the held-out split whose tokens give each head's mean", Split.valid)
+    mean_samples: int = _help("mean mode: how many held-out functions (queries and code) to average over", 200)
+    alpha: float = _help("significance level for p_adjusted", 0.05)
+    correction: Correction = _help("multiple-comparison correction over all conditions: holm or bh "
+                                   "(Benjamini-Hochberg)", Correction.holm)
+    primary_test: PrimaryTest = _help("the test whose p-value is corrected: t (paired t-test) or permutation "
+                                      "(paired sign-flip)", PrimaryTest.t)
+    n_bootstrap: int = _help("paired bootstrap resamples for the ΔMRR confidence interval", 10000)
+    n_permutations: int = _help("sign-flip permutations for p_perm", 10000)
+    gradient: bool = _help("also estimate every head's importance from one backward pass (Michel et al. 2019)",
+                           True)
+    grad_temperature: float = _help("temperature of the contrastive retrieval loss the gradient is taken of", 0.05)
+    top_k: int = _help("0: ablate every head of the spec exactly; k > 0: only the k heads with the largest "
+                       "|grad_score| (needs ablation.gradient=true)", 0)
+    max_cache_gb: float = _help("refuse to start if the layer cache would need more memory than this", 8.0)
+
+
+@dataclass
+class WandbConfig:
+    mode: WandbMode = _help("auto ($WANDB_MODE if set, else online with credentials, else offline), online, "
+                            "offline or disabled", WandbMode.auto)
+    project: str = _help("W&B project", "codebert-heads")
+    entity: str = _help("W&B entity (user or team); empty = your default", "")
+    tags: list[str] = _help("extra tags for every run", factory=list)
+    init_timeout: float = _help("seconds to wait for W&B to start a run before logging offline instead", 60.0)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    output_dir: str = _help("run folder; empty = runs/<command>/<study>", "")
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    runs_dir: str = _help("where study folders go: <runs_dir>/<study>/<command>/...", "runs")
+    output_dir: str = _help("this run's folder; empty = <runs_dir>/<study>/<command>[/<label>]", "")
     seed: int = _help("seed for sampling and anything random", 0)
     threads: int = _help("torch CPU threads; 0 = torch's default", 0)
     progress: bool = _help("show progress bars", True)
+    resume: bool = _help("continue an interrupted study in output_dir from its first unfinished condition", False)
 
 
 # Which sections each command reads (for --help and for the study key).
 COMMAND_SECTIONS = {
     "corpus": ("data", "corpus"),
-    "evaluate": ("data", "corpus", "model", "eval"),
+    "evaluate": ("data", "corpus", "model", "eval", "wandb"),
+    "ablate": ("data", "corpus", "model", "eval", "ablation", "wandb"),
+    "sweep": ("wandb",),
+    "aggregate": ("ablation", "wandb"),
 }
-TOP_LEVEL = ("output_dir", "seed", "threads", "progress")
+TOP_LEVEL = ("runs_dir", "output_dir", "seed", "threads", "progress", "resume")
 
 
 # ---------------------------------------------------------------- loading
@@ -153,10 +227,25 @@ def _config_file(name: str) -> Path:
                       f"{', '.join(available)})")
 
 
+def schema_type(key: str):
+    """The declared type of a dotted key in the schema, or None for a key it does not have."""
+    owner = Config
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        hints = get_type_hints(owner) if is_dataclass(owner) else {}
+        if part not in hints:
+            return None
+        if depth == len(parts) - 1:
+            return hints[part]
+        owner = hints[part]
+    return None
+
+
 def normalize_overrides(overrides: list[str]) -> list[str]:
     """`key=value` items as OmegaConf's dotlist wants them.
 
     Accepts `--key=value` too, and turns the string `None` (what a W&B sweep sends for a null) into null.
+    A value for a text field is quoted, so that YAML cannot turn `ablation.heads=3.10` into the number 3.1.
     """
     out = []
     for item in overrides:
@@ -166,8 +255,26 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
         key, value = text.split("=", 1)
         if not key:
             raise ConfigError(f"override {item!r} has no key")
-        out.append(f"{key}={'null' if value == 'None' else value}")
+        if value == "None":
+            value = "null"
+        elif schema_type(key) is str and not (len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""):
+            value = "'" + value.replace("'", "''") + "'"
+        out.append(f"{key}={value}")
     return out
+
+
+def _reject_numbers_in_text_fields(loaded, origin: str, prefix: str = "") -> None:
+    """A YAML number where the schema wants text has lost its spelling (3.10 reads as 3.1): refuse it."""
+    plain = OmegaConf.to_container(loaded, resolve=False) if isinstance(loaded, DictConfig) else loaded
+    if not isinstance(plain, dict):
+        return
+    for key, value in plain.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _reject_numbers_in_text_fields(value, origin, f"{full}.")
+        elif isinstance(value, float) and schema_type(full) is str:
+            raise ConfigError(f"{origin}: {full}: YAML reads this value as the number {value!r}; "
+                              f"quote it to keep its spelling (e.g. {full.rsplit('.', 1)[-1]}: \"3.10\")")
 
 
 def load_config(command: str, config_files: list[str] | None = None, overrides: list[str] | None = None) -> DictConfig:
@@ -185,6 +292,7 @@ def load_config(command: str, config_files: list[str] | None = None, overrides: 
             loaded = OmegaConf.load(path)
         except Exception as exc:  # yaml errors come in several types
             raise ConfigError(f"{origin}: cannot be read as YAML: {exc}") from None
+        _reject_numbers_in_text_fields(loaded, origin)
         cfg = _merge(cfg, loaded, origin)
     if overrides:
         dotlist = normalize_overrides(overrides)
@@ -215,12 +323,30 @@ def validate(cfg: DictConfig) -> None:
         if value < 1:
             raise ConfigError(f"{key}={value}: must be at least 1")
     for key, value in {"data.max_queries": cfg.data.max_queries, "eval.rank_cutoff": cfg.eval.rank_cutoff,
-                       "threads": cfg.threads}.items():
+                       "threads": cfg.threads, "ablation.top_k": cfg.ablation.top_k}.items():
         if value < 0:
             raise ConfigError(f"{key}={value}: must be 0 or more")
     fractions = list(cfg.corpus.split_fractions)
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ConfigError(f"corpus.split_fractions={fractions}: must be three non-negative numbers summing to 1")
+    a = cfg.ablation
+    if (a.layer is None) != (a.head is None):
+        raise ConfigError("ablation.layer and ablation.head go together: give both (one head) or neither")
+    if a.layer is not None and str(a.heads).strip() != "*":
+        raise ConfigError(f"give either ablation.heads ({a.heads}) or ablation.layer/ablation.head, not both")
+    if not str(a.heads).strip():
+        raise ConfigError("ablation.heads is empty: give heads as layer.head, e.g. 3.5, 3.*, *.0 or 3.5,4.1")
+    if not 0 < a.alpha < 1:
+        raise ConfigError(f"ablation.alpha={a.alpha}: must be between 0 and 1")
+    for key in ("mean_samples", "n_bootstrap", "n_permutations"):
+        if a[key] < 1:
+            raise ConfigError(f"ablation.{key}={a[key]}: must be at least 1")
+    if a.grad_temperature <= 0:
+        raise ConfigError(f"ablation.grad_temperature={a.grad_temperature}: must be positive")
+    if a.top_k and not a.gradient:
+        raise ConfigError("ablation.top_k needs ablation.gradient=true: the top heads are chosen by grad_score")
+    if a.mode == "resample" and cfg.model.batch_size < 2:
+        raise ConfigError("ablation.mode=resample needs model.batch_size >= 2: the donor is another input of the batch")
     if not 0 < cfg.corpus.dedup_threshold <= 1:
         raise ConfigError(f"corpus.dedup_threshold={cfg.corpus.dedup_threshold}: must be in (0, 1]")
 

@@ -13,6 +13,7 @@ from codesearch.records import RetrievalTask
 @dataclass
 class LoadedData:
     task: RetrievalTask
+    path: str                 # the corpus folder or file that was read
     corpus_hash: str          # the manifest's content hash, or the task's fingerprint for a released set
     manifest: dict | None     # the built corpus's manifest (None for a released set)
 
@@ -37,4 +38,4 @@ def load_data(cfg: DictConfig) -> LoadedData:
     task = read_task(path, language=str(cfg.data.language), split=str(cfg.data.split), form=form)
     task = task.sample(cfg.data.max_queries, cfg.seed)
     corpus_hash = manifest["content_hash"] if manifest else task.fingerprint()
-    return LoadedData(task=task, corpus_hash=corpus_hash, manifest=manifest)
+    return LoadedData(task=task, path=str(path), corpus_hash=corpus_hash, manifest=manifest)

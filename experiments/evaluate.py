@@ -10,18 +10,12 @@ from omegaconf import DictConfig
 
 from codesearch.metrics import ProtocolResult
 from heads.encoder import Encoder, load_encoder
-from heads.retrieval import RetrievalSettings, embed_task, rank_task
+from heads.retrieval import RetrievalSettings, rank_task
 
-from .config import COMMAND_SECTIONS
 from .data import load_data
-from .runs import (
-    begin_run,
-    package_versions,
-    run_dir,
-    write_config,
-    write_csv,
-    write_json,
-)
+from .runs import begin_run, package_versions, run_dir, study_dir, study_name, write_config, write_csv, write_json
+from .study_cache import baseline_embeddings
+from .tracking import RunLog, log_run, provenance
 
 
 def retrieval_settings(cfg: DictConfig) -> RetrievalSettings:
@@ -51,11 +45,11 @@ def per_query_frame(result: ProtocolResult, query_ids: list[str]) -> pd.DataFram
 def run_evaluate(cfg: DictConfig) -> Path:
     started = time.perf_counter()
     prepare_torch(cfg)
-    out = run_dir(cfg, "evaluate", COMMAND_SECTIONS["evaluate"])
+    out = run_dir(cfg, "evaluate")
     data = load_data(cfg)
     encoder = encoder_from_config(cfg)
     settings = retrieval_settings(cfg)
-    embeddings = embed_task(encoder, data.task, settings, progress=cfg.progress)
+    embeddings = baseline_embeddings(cfg, encoder, data.task, settings)
     results = rank_task(embeddings, data.task, settings)
     primary = results[settings.protocol]
 
@@ -82,7 +76,18 @@ def run_evaluate(cfg: DictConfig) -> Path:
     }
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     print_summary(metrics, out)
+    log_run(cfg, study_name(cfg), study_dir(cfg), baseline_log(out, metrics, data, encoder, study_name(cfg)))
     return out
+
+
+def baseline_log(out: Path, metrics: dict, data, encoder, study: str) -> RunLog:
+    keys = ("mrr", "recall_at_1", "recall_at_5", "recall_at_10", "n_queries")
+    summary = {f"eval/{k}": metrics[k] for k in keys}
+    for protocol, values in metrics["protocols"].items():
+        summary.update({f"eval/{protocol}/{k}": values[k] for k in keys})
+    return RunLog(
+        job_type="baseline", name=f"baseline-{metrics['protocol']}", results_dir=out, summary=summary,
+        tags=["baseline"], **provenance(data, encoder, study))
 
 
 def print_summary(metrics: dict, out: Path) -> None:

@@ -5,7 +5,6 @@ so its presence marks a finished run.
 """
 from __future__ import annotations
 
-import io
 import json
 import platform
 import re
@@ -15,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from codesearch.files import atomic_write_text
+from codesearch.files import atomic_write_csv, atomic_write_text
 
 from .config import study_key, to_plain
 
@@ -37,18 +36,29 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40] or "x"
 
 
-def study_name(cfg: DictConfig, sections: tuple[str, ...]) -> str:
-    """`<model>-<data>-<split>-<hash>`: the same settings always name the same study."""
+# The settings that decide a study's baseline: every run of a study shares its queries, pool and model.
+STUDY_SECTIONS = ("data", "corpus", "model", "eval")
+
+
+def study_name(cfg: DictConfig) -> str:
+    """`<model>-<data>-<split>-<hash>`: the same baseline settings always name the same study."""
     model = "minilm" if cfg.model.name == "builtin" else Path(str(cfg.model.name)).name
     data = (f"stdlib-{cfg.data.language}" if cfg.data.path == "builtin" and not cfg.corpus.source_dir
             else Path(str(cfg.corpus.source_dir or cfg.data.path)).name)
-    return f"{_slug(model)}-{_slug(data)}-{cfg.data.split}-{study_key(cfg, sections)}"
+    return f"{_slug(model)}-{_slug(data)}-{cfg.data.split}-{study_key(cfg, STUDY_SECTIONS)}"
 
 
-def run_dir(cfg: DictConfig, command: str, sections: tuple[str, ...]) -> Path:
+def study_dir(cfg: DictConfig) -> Path:
+    """The study's folder under `runs_dir`: its runs, its cached baseline and its offline W&B runs."""
+    return Path(cfg.runs_dir).expanduser() / study_name(cfg)
+
+
+def run_dir(cfg: DictConfig, command: str, label: str = "") -> Path:
+    """`output_dir` if set, else `<study>/<command>[/<label>]`."""
     if cfg.output_dir:
         return Path(cfg.output_dir).expanduser()
-    return Path("runs") / command / study_name(cfg, sections)
+    folder = study_dir(cfg) / command
+    return folder / label if label else folder
 
 
 def begin_run(out: Path, marker: str = "metrics.json") -> None:
@@ -71,9 +81,7 @@ def _json_default(value):
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, float_format="%.10g")
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_csv(path, frame)
 
 
 def write_config(path: Path, cfg: DictConfig) -> None:

@@ -207,12 +207,16 @@ class Encoder:
     def length_sorted_batches(self, token_ids: list[list[int]], batch_size: int):
         """(positions, input_ids, attention_mask) batches, longest first, to cut padding.
 
-        The order is stable (ties keep input order), so the same inputs always make the same batches.
+        The order is stable (ties keep input order), so the same inputs always make the same batches. A lone
+        input left over at the end joins the batch before it: every batch has another input to resample from.
         """
         order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+        bounds = list(range(0, len(order), batch_size)) + [len(order)]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+            del bounds[-2]
         pad = self.tokenizer.pad_token_id
-        for start in range(0, len(order), batch_size):
-            positions = order[start:start + batch_size]
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            positions = order[start:stop]
             width = max(len(token_ids[i]) for i in positions)
             ids = torch.full((len(positions), width), pad, dtype=torch.long)
             mask = torch.zeros((len(positions), width), dtype=torch.long)

@@ -1,7 +1,8 @@
 """One way to name a head everywhere: `L3H7` in tables, runs and file names; `3.7` in specs.
 
 A spec addresses a set of heads: `3.5` one head, `3.*` every head of layer 3, `*.0` head 0 of every layer,
-`3.5,4.1` a list, `*` (or `*.*`) all of them.
+`3.5,4.1` a list, `*` (or `*.*`) all of them. Names work in specs too (`L3H5`, `L3H*`), which no YAML or
+sweep tool can mistake for a number (`3.10` read as a number is 3.1).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class HeadId:
 
 _NAME = re.compile(r"^L(\d+)H(\d+)$")
 _PART = re.compile(r"^(\d+|\*)\.(\d+|\*)$")
+_NAMED_PART = re.compile(r"^L(\d+|\*)H(\d+|\*)$")
 
 
 def parse_head_name(text: str) -> HeadId:
@@ -54,10 +56,10 @@ def parse_head_spec(spec: str, n_layers: int, n_heads: int) -> list[HeadId]:
         part = raw.strip()
         if part in ("*", "*.*", "all"):
             part = "*.*"
-        match = _PART.match(part)
+        match = _PART.match(part) or _NAMED_PART.match(part)
         if not match:
             raise HeadSpecError(f"malformed head spec part {raw.strip()!r} in {spec!r}: expected layer.head "
-                                f"with numbers or *, e.g. 3.5, 3.* or *.0")
+                                f"with numbers or *, e.g. 3.5, 3.* or *.0 (or a name such as L3H5)")
         layer_text, head_text = match.groups()
         layers = range(n_layers) if layer_text == "*" else [int(layer_text)]
         head_range = range(n_heads) if head_text == "*" else [int(head_text)]
@@ -80,6 +82,6 @@ def head_set_name(spec: str) -> str:
         part = raw.strip()
         if part in ("*", "*.*", "all"):
             part = "*.*"
-        layer, head = part.split(".")
-        parts.append(f"L{layer}H{head}")
+        match = _PART.match(part) or _NAMED_PART.match(part)
+        parts.append(f"L{match.group(1)}H{match.group(2)}" if match else part)
     return "+".join(parts)

@@ -1,4 +1,4 @@
-"""Retrieval with an encoder: embed a task's queries and candidates, then rank under a protocol."""
+"""Retrieval settings, and ranking a task's embedded queries and candidates under each protocol."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +8,6 @@ import torch
 
 from codesearch.metrics import PROTOCOLS, ProtocolResult, evaluate_protocol
 from codesearch.records import RetrievalTask
-
-from .encoder import Encoder
 
 
 @dataclass(frozen=True)
@@ -26,15 +24,6 @@ class RetrievalSettings:
 class Embeddings:
     queries: torch.Tensor     # [n_queries, dim]
     candidates: torch.Tensor  # [n_candidates, dim]
-
-
-def embed_task(encoder: Encoder, task: RetrievalTask, settings: RetrievalSettings,
-               progress: bool = True) -> Embeddings:
-    queries = encoder.encode(task.queries, settings.max_query_length, settings.batch_size, progress,
-                             desc="encoding queries")
-    candidates = encoder.encode(task.candidates, settings.max_code_length, settings.batch_size, progress,
-                                desc="encoding code")
-    return Embeddings(queries, candidates)
 
 
 def rank_task(embeddings: Embeddings, task: RetrievalTask, settings: RetrievalSettings,

@@ -8,28 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import CODES, QUERIES
 from scipy.stats import rankdata
 
 from experiments.cli import main
 from experiments.config import ConfigError, load_config, to_plain
-
-QUERIES = ["sum the values of a list", "reverse the characters of a string", "read a file into lines",
-           "sort records by date", "count words in a text", "parse an integer from text",
-           "join paths together", "compute the mean of numbers", "remove duplicates from a list",
-           "check whether a number is prime", "convert celsius to fahrenheit", "merge two dictionaries"]
-CODES = ["def f(xs): return sum(xs)", "def f(s): return s[::-1]", "def f(p): return open(p).read().split()",
-         "def f(r): return sorted(r, key=lambda x: x.date)", "def f(t): return len(t.split())",
-         "def f(t): return int(t)", "def f(a, b): return a + '/' + b", "def f(xs): return sum(xs) / len(xs)",
-         "def f(xs): return list(dict.fromkeys(xs))", "def f(n): return all(n % d for d in range(2, n))",
-         "def f(c): return c * 9 / 5 + 32", "def f(a, b): return {**a, **b}"]
-
-
-@pytest.fixture
-def pairs_file(tmp_path) -> Path:
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("".join(json.dumps({"query": q, "code": c, "id": f"q{i}"}) + "\n"
-                            for i, (q, c) in enumerate(zip(QUERIES, CODES))))
-    return path
 
 
 def run_cli(*args) -> int:

@@ -1,0 +1,59 @@
+"""Finished conditions on disk, one atomic file each, so an interrupted study resumes where it stopped.
+
+A store belongs to one study: its signature (what decides the per-query ranks: data, model, batches, protocol,
+masking settings, the baseline's ranks) is written beside the results, and a resume against a different
+signature is refused rather than mixing two studies in one table.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from codesearch.errors import UserError
+from codesearch.files import atomic_write_text
+
+SIGNATURE = "signature.json"
+
+
+def rr_hash(rr: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(rr, dtype=np.float64).tobytes()).hexdigest()[:16]
+
+
+class ConditionStore:
+    def __init__(self, folder: Path, signature: dict, resume: bool):
+        self.folder = Path(folder)
+        self.signature = json.loads(json.dumps(signature, sort_keys=True))
+        stored_path = self.folder / SIGNATURE
+        if resume and stored_path.is_file():
+            stored = json.loads(stored_path.read_text())
+            if stored != self.signature:
+                keys = set(stored) | set(self.signature)
+                differing = sorted(k for k in keys if stored.get(k) != self.signature.get(k))
+                raise UserError(f"resume=true, but {self.folder} holds a study with other settings "
+                                f"(differing: {', '.join(differing)}); use another output_dir or resume=false")
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(stored_path, json.dumps(self.signature, indent=2, sort_keys=True) + "\n")
+
+    def _path(self, name: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:60]
+        return self.folder / f"{slug}-{zlib.crc32(name.encode()):08x}.json"
+
+    def done(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def save(self, name: str, payload: dict) -> None:
+        atomic_write_text(self._path(name), json.dumps({"name": name, **payload}) + "\n")
+
+    def load(self, name: str) -> dict:
+        payload = json.loads(self._path(name).read_text())
+        if payload.get("name") != name:
+            raise UserError(f"{self._path(name)} holds {payload.get('name')!r}, not {name!r}")
+        return payload

@@ -1,0 +1,196 @@
+"""Exact head ablation, fast: a head in layer L changes nothing below L, so layers 0..L-1 are never rerun.
+
+The encoder is walked layer by layer over fixed, length-sorted batches (`SideSweep`). At layer L it holds,
+for every batch, the layer's input and its heads' outputs (the input of the output projection). Each
+condition whose lowest head is in layer L then reruns from there: the output projection with the mask
+applied, the feed-forward block, and layers L+1..N. Layer L's attention itself is computed once and shared by
+all its heads. Queries and code are walked in lockstep, so a condition's per-query reciprocal ranks are known
+(and can be saved) as soon as it is done.
+
+The naive path (`naive_embeddings`) runs the whole model with the mask hooked in, on the same batches; the
+two give bit-identical embeddings, which the tests check.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+
+import torch
+from tqdm import tqdm
+from transformers.pytorch_utils import apply_chunking_to_forward
+
+from codesearch.errors import UserError
+from heads.encoder import Encoder
+from heads.hooks import HeadMask, MeanAccumulator, encoder_layers, hook_z
+
+from .conditions import Condition
+
+
+class _StopForward(Exception):
+    pass
+
+
+class SideSweep:
+    """One side (queries or code) of a task, walked through the encoder one layer at a time."""
+
+    def __init__(self, encoder: Encoder, texts: list[str], max_length: int, batch_size: int):
+        self.encoder = encoder
+        self.layers = encoder_layers(encoder.model)
+        token_ids = encoder.tokenize(texts, max_length)
+        self.batches = list(encoder.length_sorted_batches(token_ids, batch_size))
+        self.n = len(texts)
+        self.layer = 0
+        self.hidden: list[torch.Tensor] = []        # per batch: the current layer's input
+        self.layer_args: list[tuple] = []           # per batch: what the encoder passes every layer
+        self.z: list[torch.Tensor] | None = None     # per batch: the current layer's head outputs
+        self.next_hidden: list[torch.Tensor] | None = None
+
+    def cache_bytes(self) -> int:
+        """Memory the sweep holds at once: layer input, head outputs and next input, for every batch."""
+        tokens = sum(ids.numel() for _, ids, _ in self.batches)
+        return 3 * tokens * self.encoder.model.config.hidden_size * 4
+
+    @torch.inference_mode()
+    def start(self) -> None:
+        """Embed every batch and record the arguments the encoder hands to its layers."""
+        captured = {}
+
+        def capture(_module, args, kwargs):
+            captured["args"], captured["kwargs"] = args, kwargs
+            raise _StopForward
+
+        handle = self.layers[0].register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            for _, ids, mask in self.batches:
+                try:
+                    self.encoder.model(input_ids=ids, attention_mask=mask)
+                except _StopForward:
+                    pass
+                self.hidden.append(captured["args"][0])
+                self.layer_args.append((captured["args"][1:], captured["kwargs"]))
+        finally:
+            handle.remove()
+
+    @torch.inference_mode()
+    def compute_layer(self) -> None:
+        """Run the current layer unmasked on every batch, keeping its head outputs and its output."""
+        if self.z is not None:
+            return
+        z_store: list[torch.Tensor] = []
+
+        def keep(_layer, z):
+            z_store.append(z.reshape(*z.shape[:-2], -1))
+
+        layer = self.layers[self.layer]
+        self.next_hidden = []
+        with hook_z(self.encoder.model, keep, layers=[self.layer]):
+            for hidden, (args, kwargs) in zip(self.hidden, self.layer_args):
+                self.next_hidden.append(layer(hidden, *args, **kwargs))
+        self.z = z_store
+
+    def advance(self) -> None:
+        self.compute_layer()
+        self.hidden, self.z, self.next_hidden = self.next_hidden, None, None
+        self.layer += 1
+
+    @torch.inference_mode()
+    def rerun(self, mask: HeadMask) -> torch.Tensor:
+        """Embeddings [n, dim] with the mask applied, rerunning from the current layer up."""
+        if mask.layers[0] != self.layer:
+            raise RuntimeError(f"a mask starting at layer {mask.layers[0]} cannot rerun from layer {self.layer}")
+        self.compute_layer()
+        layer = self.layers[self.layer]
+        out = torch.empty((self.n, self.encoder.model.config.hidden_size), dtype=torch.float32)
+        with hook_z(self.encoder.model, mask, layers=mask.layers):
+            for b, (positions, _, attention_mask) in enumerate(self.batches):
+                mask.attention_mask = attention_mask
+                args, kwargs = self.layer_args[b]
+                # The tail of the layer's forward: projection (the mask hook fires on its input), feed-forward.
+                attention_output = layer.attention.output(self.z[b], self.hidden[b])
+                hidden = apply_chunking_to_forward(layer.feed_forward_chunk, layer.chunk_size_feed_forward,
+                                                   layer.seq_len_dim, attention_output)
+                for later in self.layers[self.layer + 1:]:
+                    hidden = later(hidden, *args, **kwargs)
+                out[torch.as_tensor(positions)] = self.encoder.pool(hidden, attention_mask).float().cpu()
+        return out
+
+    def release(self) -> None:
+        self.hidden, self.layer_args, self.z, self.next_hidden = [], [], None, None
+
+
+@torch.inference_mode()
+def masked_embeddings(encoder: Encoder, texts: list[str], max_length: int, batch_size: int,
+                      mask: HeadMask | None = None, progress: bool = False, desc: str = "encoding") -> torch.Tensor:
+    """The whole model on the same length-sorted batches as the sweep, with the mask hooked in (the naive path;
+    without a mask, the baseline)."""
+    token_ids = encoder.tokenize(texts, max_length)
+    out = torch.empty((len(texts), encoder.model.config.hidden_size), dtype=torch.float32)
+    context = hook_z(encoder.model, mask, layers=mask.layers) if mask is not None else contextlib.nullcontext()
+    batches = list(encoder.length_sorted_batches(token_ids, batch_size))
+    with context:
+        for positions, ids, attention_mask in tqdm(batches, desc=desc, unit="batch", disable=not progress,
+                                                   file=sys.stderr, mininterval=1.0):
+            if mask is not None:
+                mask.attention_mask = attention_mask
+            hidden = encoder.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+            out[torch.as_tensor(positions)] = encoder.pool(hidden, attention_mask).float().cpu()
+    return out
+
+
+@torch.inference_mode()
+def head_means(encoder: Encoder, texts: list[str], max_length: int, batch_size: int) -> dict[int, torch.Tensor]:
+    """Each head's mean output over the real tokens of `texts` (padding excluded): {layer: [heads, head_dim]}."""
+    if not texts:
+        raise UserError("the mean-masking set is empty: no texts to average head outputs over")
+    accumulator = MeanAccumulator()
+    token_ids = encoder.tokenize(texts, max_length)
+    with hook_z(encoder.model, accumulator):
+        for _, ids, attention_mask in encoder.length_sorted_batches(token_ids, batch_size):
+            accumulator.attention_mask = attention_mask
+            encoder.model(input_ids=ids, attention_mask=attention_mask)
+    return accumulator.means()
+
+
+ResultCallback = Callable[[Condition, "torch.Tensor | None", "torch.Tensor | None"], None]
+
+
+def run_conditions(encoder: Encoder, queries: list[str], candidates: list[str], conditions: list[Condition],
+                   on_result: ResultCallback, max_query_length: int, max_code_length: int, batch_size: int,
+                   means: dict[str, dict[int, torch.Tensor]] | None = None, max_cache_gb: float = 8.0,
+                   progress: bool = True) -> None:
+    """Ablate each condition exactly; `on_result(condition, query_emb, code_emb)` gets its embeddings (None for
+    a side it leaves alone) as soon as it is done, in order of its lowest layer."""
+    if not conditions:
+        return
+    sweeps = {"query": SideSweep(encoder, queries, max_query_length, batch_size),
+              "code": SideSweep(encoder, candidates, max_code_length, batch_size)}
+    needed = sum(s.cache_bytes() for s in sweeps.values()) / 2**30
+    if needed > max_cache_gb:
+        raise UserError(f"the layer cache needs about {needed:.1f} GiB (over ablation.max_cache_gb={max_cache_gb}): "
+                        f"evaluate fewer queries (data.max_queries) or raise the limit")
+    for sweep in sweeps.values():
+        sweep.start()
+    by_layer: dict[int, list[Condition]] = {}
+    for condition in conditions:
+        by_layer.setdefault(condition.first_layer, []).append(condition)
+    last_layer = max(by_layer)
+    bar = tqdm(total=len(conditions), desc="ablating", unit="condition", disable=not progress, file=sys.stderr,
+               mininterval=1.0)
+    try:
+        for layer in range(last_layer + 1):
+            for condition in by_layer.get(layer, []):
+                embeddings = {}
+                for side, sweep in sweeps.items():
+                    if condition.affects(side):
+                        mask = HeadMask(condition.heads, condition.mode, (means or {}).get(side))
+                        embeddings[side] = sweep.rerun(mask)
+                on_result(condition, embeddings.get("query"), embeddings.get("code"))
+                bar.update(1)
+            if layer < last_layer:
+                for sweep in sweeps.values():
+                    sweep.advance()
+    finally:
+        bar.close()
+        for sweep in sweeps.values():
+            sweep.release()

@@ -1,0 +1,129 @@
+"""From per-query reciprocal ranks to the citable report: statistics per condition, the correction over all
+of them, and the exported files. Shared by a single `ablate` run and by `aggregate` over a sweep's runs, so
+both give the same table from the same ranks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from codesearch.files import atomic_write_csv, atomic_write_text
+
+from .conditions import Condition
+from .heatmap import plot_heatmap
+from .stats import adjust_pvalues, compare_paired, condition_rng
+from .table import importance_frame, to_latex, to_markdown
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    seed: int = 0
+    alpha: float = 0.05
+    correction: str = "holm"        # holm | bh
+    primary_test: str = "t"         # t | permutation
+    n_bootstrap: int = 10000
+    n_permutations: int = 10000
+
+
+@dataclass
+class ConditionResult:
+    condition: Condition
+    rr: np.ndarray                  # per query, in the baseline's query order
+    grad_score: float | None = None
+
+
+@dataclass
+class StudyFacts:
+    """What a caption says about the study."""
+    model: str
+    baseline_mrr: float
+    n_queries: int
+    protocol: str
+    candidates_per_query: int
+    modes: tuple[str, ...]
+    sides: tuple[str, ...]
+
+
+def _sort_key(result: ConditionResult):
+    c = result.condition
+    head = c.single_head
+    return (head is None, (head.layer, head.head) if head else (0, 0), c.name, c.mode, c.side)
+
+
+def importance_report(baseline_rr: np.ndarray, results: list[ConditionResult], query_ids: list[str],
+                      settings: ReportSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(importance table, long per-query frame). Rows in layer/head order, sets last."""
+    rows = []
+    per_query = [pd.DataFrame({"query_id": query_ids, "condition": "baseline", "rr": baseline_rr})]
+    for result in sorted(results, key=_sort_key):
+        condition = result.condition
+        comparison = compare_paired(baseline_rr, result.rr, condition_rng(settings.seed, condition.name),
+                                    n_bootstrap=settings.n_bootstrap, n_permutations=settings.n_permutations)
+        head = condition.single_head
+        rows.append({
+            "condition": condition.name, "layer": head.layer if head else None, "head": head.head if head else None,
+            "mode": condition.mode, "side": condition.side, **comparison.as_dict(),
+            "grad_score": np.nan if result.grad_score is None else float(result.grad_score),
+        })
+        per_query.append(pd.DataFrame({"query_id": query_ids, "condition": condition.name, "rr": result.rr,
+                                       "mode": condition.mode, "side": condition.side}))
+    frame = importance_frame(rows)
+    primary = frame["p_value"] if settings.primary_test == "t" else frame["p_perm"]
+    frame["p_adjusted"], frame["significant"] = adjust_pvalues(primary.to_numpy(), settings.correction,
+                                                                settings.alpha)
+    long = pd.concat(per_query, ignore_index=True)
+    # mode and side only say something when a study mixes them (a sweep over modes and sides).
+    if long["mode"].dropna().nunique() <= 1 and long["side"].dropna().nunique() <= 1:
+        long = long[["query_id", "condition", "rr"]]
+    return frame, long
+
+
+def gradient_agreement(frame: pd.DataFrame) -> dict:
+    """Spearman rank correlation of grad_score with the exact importance (-ΔMRR) over the single heads."""
+    singles = frame.dropna(subset=["grad_score"])
+    n = len(singles)
+    if n < 3 or singles["grad_score"].nunique() < 2 or singles["delta_mrr"].nunique() < 2:
+        return {"spearman_rho": None, "p_value": None, "n_heads": n}
+    result = spearmanr(singles["grad_score"], -singles["delta_mrr"])
+    return {"spearman_rho": float(result.statistic), "p_value": float(result.pvalue), "n_heads": n}
+
+
+def _masking(facts: StudyFacts) -> str:
+    modes = "/".join(facts.modes)
+    sides = "/".join(facts.sides)
+    return f"{modes} mask, {sides} side" + ("s" if facts.sides == ("both",) else "")
+
+
+def caption(facts: StudyFacts, settings: ReportSettings) -> str:
+    protocol = ("whole pool" if facts.protocol == "whole_pool" else "CodeSearchNet batches") + \
+        f", {facts.candidates_per_query} candidates per query"
+    test = "paired t-test" if settings.primary_test == "t" else "paired sign-flip permutation test"
+    correction = "Holm" if settings.correction == "holm" else "Benjamini-Hochberg"
+    return (f"Head ablation of {facts.model} ({_masking(facts)}): change in MRR against the unmasked baseline "
+            f"(MRR {facts.baseline_mrr:.4f}, {facts.n_queries} queries, {protocol}). 95% CI: paired bootstrap; "
+            f"p (adj.): {test}, {correction}-corrected over all rows; * = significant at alpha = {settings.alpha}.")
+
+
+def figure_title(facts: StudyFacts, settings: ReportSettings) -> str:
+    correction = "Holm" if settings.correction == "holm" else "BH"
+    return (f"{facts.model}: {_masking(facts)}; baseline MRR {facts.baseline_mrr:.3f} "
+            f"({facts.protocol}, {facts.n_queries} queries)\n"
+            f"cells: ΔMRR × 100; boxed * = significant ({correction}, alpha {settings.alpha})")
+
+
+def write_report(out: Path, frame: pd.DataFrame, per_query: pd.DataFrame, facts: StudyFacts,
+                 settings: ReportSettings, n_layers: int, n_heads: int) -> list[str]:
+    """importance.csv/.md/.tex, per_query.csv and (for single heads) heatmap.png/.svg; returns the file names."""
+    atomic_write_csv(out / "per_query.csv", per_query)
+    atomic_write_csv(out / "importance.csv", frame)
+    text = caption(facts, settings)
+    atomic_write_text(out / "importance.md", to_markdown(frame, text))
+    atomic_write_text(out / "importance.tex", to_latex(frame, text))
+    files = ["importance.csv", "importance.md", "importance.tex", "per_query.csv"]
+    if frame["layer"].notna().any():
+        figures = plot_heatmap(frame, n_layers, n_heads, figure_title(facts, settings), out / "heatmap")
+        files += [p.name for p in figures]
+    return files

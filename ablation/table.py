@@ -1,0 +1,69 @@
+"""The importance table: one row per ablated head or head set, as CSV, Markdown and LaTeX (booktabs)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["condition", "layer", "head", "mode", "side", "baseline_mrr", "ablated_mrr", "delta_mrr", "ci_low",
+           "ci_high", "t_stat", "p_value", "p_perm", "p_adjusted", "cohens_d", "significant", "grad_score",
+           "n_queries"]
+
+# What the paper versions show, with their headers.
+PRINTED = [("condition", "Head"), ("delta_mrr", "ΔMRR"), ("ci", "95% CI"), ("t_stat", "t"), ("p_value", "p"),
+           ("p_perm", "p (perm.)"), ("p_adjusted", "p (adj.)"), ("cohens_d", "d"), ("grad_score", "grad."),
+           ("significant", "sig.")]
+
+
+def importance_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = np.nan
+    frame = frame[COLUMNS]
+    frame["layer"] = frame["layer"].astype("Int64")
+    frame["head"] = frame["head"].astype("Int64")
+    frame["n_queries"] = frame["n_queries"].astype("Int64")
+    frame["significant"] = frame["significant"].astype(bool)
+    return frame
+
+
+def _number(value: float, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    return f"{value:+.{digits}f}"
+
+
+def _p(value: float) -> str:
+    if value is None or np.isnan(value):
+        return "–"
+    return f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
+
+
+def printable(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as strings, formatted for a paper."""
+    out = pd.DataFrame({
+        "condition": frame["condition"],
+        "delta_mrr": [_number(v) for v in frame["delta_mrr"]],
+        "ci": [f"[{_number(lo)}, {_number(hi)}]" for lo, hi in zip(frame["ci_low"], frame["ci_high"])],
+        "t_stat": [f"{v:.2f}" if np.isfinite(v) else str(v) for v in frame["t_stat"]],
+        "p_value": [_p(v) for v in frame["p_value"]],
+        "p_perm": [_p(v) for v in frame["p_perm"]],
+        "p_adjusted": [_p(v) for v in frame["p_adjusted"]],
+        "cohens_d": [f"{v:.2f}" if np.isfinite(v) else str(v) for v in frame["cohens_d"]],
+        "grad_score": [f"{v:.3g}" if pd.notna(v) else "–" for v in frame["grad_score"]],
+        "significant": ["*" if s else "" for s in frame["significant"]],
+    })
+    return out[[c for c, _ in PRINTED]].rename(columns=dict(PRINTED))
+
+
+def to_markdown(frame: pd.DataFrame, caption: str) -> str:
+    return f"{caption}\n\n" + printable(frame).to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+def to_latex(frame: pd.DataFrame, caption: str, label: str = "tab:head-importance") -> str:
+    table = printable(frame).rename(columns=lambda c: c.replace("%", r"\%").replace("Δ", r"$\Delta$"))
+    table = table.map(lambda v: str(v).replace("%", r"\%"))
+    body = table.style.hide(axis="index").to_latex(hrules=True, column_format="l" + "r" * (table.shape[1] - 1))
+    caption = caption.replace("_", r"\_").replace("%", r"\%")
+    return ("% needs \\usepackage{booktabs}\n\\begin{table}[t]\n\\centering\n\\small\n" + body
+            + f"\\caption{{{caption}}}\n\\label{{{label}}}\n\\end{{table}}\n")

@@ -1,0 +1,142 @@
+"""`codebert-heads aggregate <study>`: one importance table from all of a study's ablation runs.
+
+A sweep runs one head per run; each run's folder keeps its per-query reciprocal ranks. Aggregation collects
+them (from the run folders, or from the runs' `results` artifacts through the W&B API when online), checks
+that every run shares one baseline (same queries, same ranks), and rebuilds the table with the
+multiple-comparison correction applied over all runs, exported as `ablate` exports it.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from ablation.conditions import Condition
+from ablation.report import ConditionResult, StudyFacts, gradient_agreement, importance_report, write_report
+from codesearch.errors import UserError
+from heads.naming import parse_head_spec
+
+from .ablate import report_settings
+from .runs import begin_run, package_versions, write_config, write_json
+from .tracking import RunLog, log_run, resolve_mode
+
+MARKER = "run.json"
+
+
+def _condition(name: str, mode: str, side: str, n_layers: int, n_heads: int) -> Condition:
+    spec = name.replace("+", ",")
+    return Condition(name, tuple(parse_head_spec(spec, n_layers, n_heads)), mode, side)
+
+
+def study_folder(cfg: DictConfig, study: str) -> Path:
+    """A study's folder: the path given, a study name under runs_dir, or (online) its runs fetched from W&B."""
+    for candidate in (Path(study).expanduser(), Path(cfg.runs_dir).expanduser() / study):
+        if candidate.is_dir():
+            return candidate
+    if resolve_mode(str(cfg.wandb.mode)) == "online":
+        return download_study(cfg, study)
+    raise UserError(f"no study folder {study!r} (looked in . and {cfg.runs_dir}/); with W&B online, a study is "
+                    f"also found by its group name")
+
+
+def download_study(cfg: DictConfig, group: str, api=None) -> Path:
+    """The `results` artifacts of a W&B group's ablation runs, downloaded as run folders."""
+    if api is None:
+        import wandb
+
+        api = wandb.Api(timeout=60)
+    path = f"{cfg.wandb.entity}/{cfg.wandb.project}" if cfg.wandb.entity else cfg.wandb.project
+    root = Path(tempfile.mkdtemp(prefix=f"{group}-")) / group
+    count = 0
+    for run in api.runs(path, filters={"group": group, "jobType": "ablation"}):
+        for artifact in run.logged_artifacts():
+            if artifact.type == "results":
+                artifact.download(root=str(root / "ablate" / run.name))
+                count += 1
+    if not count:
+        raise UserError(f"W&B project {path} has no finished ablation runs in group {group!r}")
+    return root
+
+
+def collect_runs(folder: Path) -> list[Path]:
+    runs = sorted(p.parent for p in folder.glob("ablate/*/" + MARKER))
+    if not runs:
+        raise UserError(f"{folder}: no finished ablation runs (folders ablate/*/ with a {MARKER})")
+    return runs
+
+
+def run_aggregate(cfg: DictConfig, study: str) -> Path:
+    started = time.perf_counter()
+    folder = study_folder(cfg, study)
+    runs = collect_runs(folder)
+    first = json.loads((runs[0] / MARKER).read_text())
+    model = first["model"]
+    baseline = None
+    results: dict[tuple[str, str, str], ConditionResult] = {}
+    for run in runs:
+        record = json.loads((run / MARKER).read_text())
+        if record["task_fingerprint"] != first["task_fingerprint"] or record["protocol"]["protocol"] != \
+                first["protocol"]["protocol"]:
+            raise UserError(f"{run} evaluates other queries or another protocol than {runs[0]}: not one study")
+        per_query = pd.read_csv(run / "per_query.csv")
+        table = pd.read_csv(run / "importance.csv")
+        base = per_query[per_query["condition"] == "baseline"]
+        if baseline is None:
+            baseline = base
+        elif not (base["query_id"].tolist() == baseline["query_id"].tolist()
+                  and np.array_equal(base["rr"].to_numpy(), baseline["rr"].to_numpy())):
+            raise UserError(f"{run}: its baseline ranks differ from {runs[0]}'s: not one study")
+        for _, row in table.iterrows():
+            rows = per_query[per_query["condition"] == row["condition"]]
+            if "mode" in rows:
+                rows = rows[(rows["mode"] == row["mode"]) & (rows["side"] == row["side"])]
+            key = (row["condition"], row["mode"], row["side"])
+            rr = rows["rr"].to_numpy()
+            if key in results and not np.array_equal(results[key].rr, rr):
+                raise UserError(f"{run}: condition {key[0]} ({key[1]}, {key[2]}) has other ranks than in an "
+                                f"earlier run of the same study")
+            results[key] = ConditionResult(
+                _condition(row["condition"], row["mode"], row["side"], model["layers"], model["heads"]), rr,
+                None if pd.isna(row["grad_score"]) else float(row["grad_score"]))
+    settings = report_settings(cfg)
+    frame, per_query_out = importance_report(baseline["rr"].to_numpy(), list(results.values()),
+                                             baseline["query_id"].tolist(), settings)
+    facts = StudyFacts(model=model["name"], baseline_mrr=float(baseline["rr"].mean()), n_queries=len(baseline),
+                       protocol=first["protocol"]["protocol"],
+                       candidates_per_query=first["protocol"]["candidates_per_query"],
+                       modes=tuple(sorted(set(frame["mode"]))), sides=tuple(sorted(set(frame["side"]))))
+    out = Path(cfg.output_dir).expanduser() if cfg.output_dir else folder / "aggregate"
+    begin_run(out, MARKER)
+    write_config(out / "config.yaml", cfg)
+    files = write_report(out, frame, per_query_out, facts, settings, model["layers"], model["heads"])
+    run = {
+        "command": "aggregate", "study": folder.name, "sources": [str(r) for r in runs], "n_runs": len(runs),
+        "n_conditions": len(frame), "n_significant": int(frame["significant"].sum()),
+        "baseline_mrr": facts.baseline_mrr, "protocol": first["protocol"], "model": model,
+        "corpus_hash": first["corpus_hash"], "task_fingerprint": first["task_fingerprint"],
+        "correction": settings.correction, "primary_test": settings.primary_test, "alpha": settings.alpha,
+        "gradient_vs_exact": gradient_agreement(frame), "files": files + ["config.yaml"],
+        "versions": package_versions(), "timings": {"total_s": round(time.perf_counter() - started, 3)},
+    }
+    write_json(out / MARKER, run)
+    print(f"{len(runs)} runs, {len(frame)} conditions, {run['n_significant']} significant "
+          f"({settings.correction}, alpha {settings.alpha}); results: {out}")
+    log_run(cfg, folder.name, folder, aggregate_log(out, frame, run))
+    return out
+
+
+def aggregate_log(out: Path, frame: pd.DataFrame, run: dict) -> RunLog:
+    from .ablate import condition_history
+
+    images = {"heatmap": out / "heatmap.png"} if (out / "heatmap.png").is_file() else {}
+    return RunLog(job_type="aggregate", name="aggregate", results_dir=out, history=condition_history(frame),
+                  tables={"importance": frame}, images=images,
+                  summary={"eval/baseline_mrr": run["baseline_mrr"], "stats/n_significant": run["n_significant"],
+                           "stats/n_conditions": run["n_conditions"], "sweep/n_runs": run["n_runs"]},
+                  artifact_metadata={"corpus_hash": run["corpus_hash"], "model": run["model"],
+                                     "task_fingerprint": run["task_fingerprint"]})

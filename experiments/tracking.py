@@ -1,0 +1,153 @@
+"""Weights & Biases logging for every command.
+
+Each command writes its run folder first and logs it to W&B after: a W&B failure can never lose a local result.
+With no credentials the default is offline (never a login prompt, never a hang); offline runs land in the
+study's folder (`<study>/wandb/offline-run-*`) and `wandb sync` uploads them later.
+
+A run on the dashboard: `group` = the study (model + corpus + settings, shared by the baseline and its
+ablations), `job_type` = its role (`baseline`, `ablation`, `aggregate`, `probe`), a deterministic name
+(`abl-L03-H07`), namespaced metrics (`eval/...`, `stats/...`, `grad/...`), the final values in the summary, tables
+and images, and the run folder as a `results` artifact.
+"""
+from __future__ import annotations
+
+import netrc
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from .config import to_plain
+
+
+@dataclass
+class RunLog:
+    """Everything one command sends to W&B, gathered after its local results are written."""
+    job_type: str
+    name: str
+    results_dir: Path
+    summary: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)       # one dict per step
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    images: dict[str, Path] = field(default_factory=dict)
+    artifact_metadata: dict = field(default_factory=dict)
+    config_extra: dict = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    dataset: tuple[str, str, dict] | None = None             # (name, local path, metadata), for lineage online
+    model: tuple[str, str, dict] | None = None
+
+
+def provenance(data, encoder, study: str) -> dict:
+    """Where a run's numbers come from, as RunLog fields: the corpus and the model, with their hashes."""
+    metadata = {"corpus_manifest": data.manifest, "corpus_hash": data.corpus_hash,
+                "task_fingerprint": data.task.fingerprint(), "model": encoder.info.name,
+                "model_revision": encoder.info.revision}
+    return {
+        "config_extra": {"study": study, "corpus_hash": data.corpus_hash, "model_revision": encoder.info.revision},
+        "artifact_metadata": metadata,
+        "dataset": (f"corpus-{data.corpus_hash.split(':')[-1][:12]}", data.path, data.manifest or {}),
+        "model": (f"model-{encoder.info.name}", encoder.info.path or encoder.info.name,
+                  {"revision": encoder.info.revision, "recipe": encoder.info.recipe}),
+    }
+
+
+def has_credentials() -> bool:
+    """A W&B API key in the environment, or in ~/.netrc (or $NETRC) for the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        auth = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return bool(auth and auth[2])
+
+
+def resolve_mode(requested: str) -> str:
+    """online | offline | disabled. `auto`: $WANDB_MODE if set, else online with credentials, else offline."""
+    if requested != "auto":
+        return requested
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env in ("online", "offline", "disabled"):
+        return env
+    if env == "dryrun":
+        return "offline"
+    return "online" if has_credentials() else "offline"
+
+
+def artifact_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:120]
+
+
+def log_run(cfg: DictConfig, study: str, study_folder: Path, log: RunLog) -> str | None:
+    """Send a finished run to W&B. Returns the run's folder or URL, or None when disabled or when W&B failed
+    (the failure is reported; the local results are already complete)."""
+    mode = resolve_mode(str(cfg.wandb.mode))
+    if mode == "disabled":
+        return None
+    try:
+        return _log(cfg, study, study_folder, log, mode)
+    except Exception as exc:  # noqa: BLE001  W&B's own errors come in many types; none may cost a result
+        if mode == "online":
+            print(f"W&B online logging failed ({type(exc).__name__}: {exc}); logging offline instead",
+                  file=sys.stderr)
+            try:
+                return _log(cfg, study, study_folder, log, "offline")
+            except Exception as second:  # noqa: BLE001
+                exc = second
+        print(f"W&B logging failed ({type(exc).__name__}: {exc}); the results in {log.results_dir} are complete",
+              file=sys.stderr)
+        return None
+
+
+def _log(cfg: DictConfig, study: str, study_folder: Path, log: RunLog, mode: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import wandb
+
+    study_folder.mkdir(parents=True, exist_ok=True)
+    config = {**to_plain(cfg), **log.config_extra}
+    settings = wandb.Settings(silent=True, console="off", init_timeout=float(cfg.wandb.init_timeout),
+                              x_disable_stats=True)
+    run = wandb.init(
+        project=cfg.wandb.project, entity=cfg.wandb.entity or None, group=study, job_type=log.job_type,
+        name=log.name, tags=[*cfg.wandb.tags, *log.tags], config=config, dir=str(study_folder), mode=mode,
+        settings=settings, reinit="create_new",
+    )
+    try:
+        if mode == "online":
+            _lineage(run, wandb, log)
+        for step in log.history:
+            run.log(step)
+        for name, frame in log.tables.items():
+            run.log({name: wandb.Table(dataframe=frame.astype(object).where(frame.notna(), None))})
+        for name, path in log.images.items():
+            run.log({name: wandb.Image(str(path))})
+        for key, value in log.summary.items():
+            run.summary[key] = value
+        artifact = wandb.Artifact(artifact_name(f"results-{study}-{log.name}"), type="results",
+                                  metadata=log.artifact_metadata)
+        artifact.add_dir(str(log.results_dir))
+        run.log_artifact(artifact)
+        location = run.url if mode == "online" else str(Path(run.dir).parent)
+    finally:
+        run.finish()
+    return location
+
+
+def _lineage(run, wandb, log: RunLog) -> None:
+    """Dataset and model as artifacts the run uses, so the dashboard shows where results came from."""
+    for kind, item in (("dataset", log.dataset), ("model", log.model)):
+        if item is None:
+            continue
+        name, path, metadata = item
+        artifact = wandb.Artifact(artifact_name(name), type=kind, metadata=metadata)
+        uri = Path(path).resolve().as_uri() if Path(path).exists() else f"https://huggingface.co/{path}"
+        artifact.add_reference(uri, checksum=False)
+        run.use_artifact(artifact)

@@ -1,0 +1,187 @@
+"""The cached ablation path against the naive one, the paired statistics against scipy and statsmodels, and the
+gradient estimate against finite differences."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from ablation.conditions import Condition, build_conditions
+from ablation.engine import head_means, masked_embeddings, run_conditions
+from ablation.gradient import gradient_scores, retrieval_loss
+from ablation.stats import adjust_pvalues, compare_paired, condition_rng
+from codesearch.errors import UserError
+from codesearch.metrics import whole_pool
+from heads.encoder import load_encoder
+from heads.hooks import GradientMask, HeadMask, hook_z
+from heads.naming import HeadId
+
+QUERIES = ["sum two numbers", "reverse a string", "read a file", "x", "parse lines of text", "count the words",
+           "merge the two sorted lists into one"]
+CODES = ["def add(a, b): return a + b", "def rev(s): return s[::-1]", "def read(p): return open(p).read()",
+         "y = 1", "for line in text.splitlines(): parse(line)", "len(text.split())", "return sorted(a + b)"]
+
+
+@pytest.fixture(params=["tiny_bert_dir", "tiny_roberta_dir"])
+def encoder(request):
+    return load_encoder(str(request.getfixturevalue(request.param)))
+
+
+def naive(encoder, condition, means):
+    """The whole model per condition with the mask hooked in: the reference the fast path must match
+    (same lengths, 32 and 48, and batch size, 3, as the fast path gets in these tests)."""
+    out = {}
+    for side, texts, length in (("query", QUERIES, 32), ("code", CODES, 48)):
+        mask = HeadMask(condition.heads, condition.mode, means[side]) if condition.affects(side) else None
+        out[side] = masked_embeddings(encoder, texts, length, 3, mask)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean", "resample"])
+@pytest.mark.parametrize("side", ["query", "code", "both"])
+def test_cached_path_is_bit_identical_to_the_naive_path(encoder, mode, side):
+    means = {"query": head_means(encoder, QUERIES[::-1], 32, 3), "code": head_means(encoder, CODES[::-1], 48, 3)}
+    conditions = [Condition(f"L{layer}H{head}", (HeadId(layer, head),), mode, side)
+                  for layer in range(encoder.n_layers) for head in (0, encoder.n_heads - 1)]
+    conditions.append(Condition("set", (HeadId(0, 1), HeadId(encoder.n_layers - 1, 2)), mode, side))
+    got = {}
+    run_conditions(encoder, QUERIES, CODES, conditions, lambda c, q, k: got.__setitem__(c.name, (q, k)), 32, 48, 3,
+                   means=means, progress=False)
+    assert set(got) == {c.name for c in conditions}
+    baseline = naive(encoder, Condition("none", (HeadId(0, 0),), mode, "query"), means)["code"]
+    for condition in conditions:
+        reference = naive(encoder, condition, means)
+        query_emb, code_emb = got[condition.name]
+        assert (query_emb is None) == (side == "code") and (code_emb is None) == (side == "query")
+        if query_emb is not None:
+            assert torch.equal(query_emb, reference["query"]), condition
+        if code_emb is not None:
+            assert torch.equal(code_emb, reference["code"]), condition
+            assert not torch.equal(code_emb, baseline)  # the mask did something
+        gold = np.arange(len(QUERIES))
+        q = reference["query"] if query_emb is None else query_emb
+        c = reference["code"] if code_emb is None else code_emb
+        expected = whole_pool(reference["query"], reference["code"], gold).ranks
+        assert np.array_equal(whole_pool(q, c, gold).ranks, expected)
+
+
+def test_builtin_model_cached_equals_naive(builtin_encoder):
+    conditions = build_conditions("0.3,3.7,5.11", True, 6, 12)
+    got = {}
+    run_conditions(builtin_encoder, QUERIES, CODES, conditions, lambda c, q, k: got.__setitem__(c.name, (q, k)),
+                   32, 48, 3, progress=False)
+    for condition in conditions:
+        reference = naive(builtin_encoder, condition, {"query": None, "code": None})
+        assert torch.equal(got[condition.name][0], reference["query"])
+        assert torch.equal(got[condition.name][1], reference["code"])
+
+
+def test_layer_cache_limit_is_checked_before_work(encoder):
+    with pytest.raises(UserError, match="layer cache needs about .* GiB"):
+        run_conditions(encoder, QUERIES, CODES, build_conditions("0.0", True, 2, 4), lambda *a: None, 32, 48, 3,
+                       max_cache_gb=1e-9, progress=False)
+
+
+def test_empty_mean_set_is_an_error(encoder):
+    with pytest.raises(UserError, match="mean-masking set is empty"):
+        head_means(encoder, [], 32, 3)
+
+
+# ---------------------------------------------------------------- statistics
+
+def paired_vectors(seed=0, n=200):
+    rng = np.random.default_rng(seed)
+    baseline = 1.0 / rng.integers(1, 20, size=n)
+    ablated = baseline.copy()
+    hit = rng.random(n) < 0.4  # most queries are untouched, as in a head ablation
+    ablated[hit] = 1.0 / rng.integers(1, 30, size=hit.sum())
+    return baseline, ablated
+
+
+def test_paired_statistics_against_scipy():
+    baseline, ablated = paired_vectors()
+    result = compare_paired(baseline, ablated, condition_rng(0, "L1H1"), n_bootstrap=4000, n_permutations=4000)
+    d = ablated - baseline
+    t_test = stats.ttest_rel(ablated, baseline)
+    assert result.delta_mrr == pytest.approx(ablated.mean() - baseline.mean())
+    assert (result.t_stat, result.p_value) == pytest.approx((t_test.statistic, t_test.pvalue))
+    assert result.cohens_d == pytest.approx(d.mean() / d.std(ddof=1))
+    assert result.ci_low < result.delta_mrr < result.ci_high
+    # The percentile interval is about mean ± 1.96 standard errors at this size.
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    assert result.ci_low == pytest.approx(d.mean() - 1.96 * se, abs=0.3 * se)
+    assert result.ci_high == pytest.approx(d.mean() + 1.96 * se, abs=0.3 * se)
+    # At this size the permutation test and the t-test agree.
+    assert abs(np.log10(result.p_perm) - np.log10(max(result.p_value, 1 / 4001))) < 0.5
+
+
+def test_sign_flip_p_value_matches_exact_enumeration():
+    rng = np.random.default_rng(3)
+    baseline = rng.random(10)
+    ablated = baseline + rng.normal(0.1, 0.2, size=10)
+    d = ablated - baseline
+    observed = abs(d.mean())
+    flips = np.array(list(itertools.product([-1, 1], repeat=10)))
+    exact = np.mean(np.abs((flips * d).mean(axis=1)) >= observed - 1e-12)
+    # 2^10 = 1024 <= n_permutations: scipy enumerates every sign flip.
+    result = compare_paired(baseline, ablated, condition_rng(0, "x"), n_bootstrap=1000, n_permutations=2000)
+    assert result.p_perm == pytest.approx(exact)
+
+
+def test_untouched_queries_give_no_effect():
+    baseline, _ = paired_vectors()
+    result = compare_paired(baseline, baseline.copy(), condition_rng(0, "x"))
+    assert (result.delta_mrr, result.ci_low, result.ci_high, result.t_stat, result.p_value, result.p_perm,
+            result.cohens_d) == (0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0)
+
+
+def test_same_seed_and_name_same_numbers_whatever_the_order():
+    baseline, ablated = paired_vectors()
+    a = compare_paired(baseline, ablated, condition_rng(7, "L2H3"), n_bootstrap=500, n_permutations=500)
+    compare_paired(baseline, ablated[::-1], condition_rng(7, "L0H0"), n_bootstrap=500, n_permutations=500)
+    b = compare_paired(baseline, ablated, condition_rng(7, "L2H3"), n_bootstrap=500, n_permutations=500)
+    assert a == b
+
+
+def test_corrections_against_statsmodels_and_by_hand():
+    p = np.array([0.01, 0.04, 0.03, 0.005, 0.5])
+    adjusted, significant = adjust_pvalues(p, "holm", 0.05)
+    # Holm by hand: sorted p times (m - rank), made monotone.
+    order = np.argsort(p)
+    by_hand = np.maximum.accumulate(np.minimum(1, p[order] * (len(p) - np.arange(len(p)))))
+    expected = np.empty_like(p)
+    expected[order] = by_hand
+    np.testing.assert_allclose(adjusted, expected)
+    assert significant.tolist() == (expected < 0.05).tolist()
+    bh, _ = adjust_pvalues(p, "bh", 0.05)
+    np.testing.assert_allclose(bh, multipletests(p, method="fdr_bh")[1])
+
+
+# ---------------------------------------------------------------- gradient estimate
+
+def test_gradient_scores_match_finite_differences(tiny_bert_dir):
+    encoder = load_encoder(str(tiny_bert_dir))
+    gold = np.arange(len(QUERIES))
+    q = masked_embeddings(encoder, QUERIES, 32, 3)
+    c = masked_embeddings(encoder, CODES, 48, 3)
+    scores = gradient_scores(encoder, QUERIES, CODES, gold, q, c, 32, 48, 3, temperature=0.1, progress=False)
+
+    def loss_with(mask_values):
+        with hook_z(encoder.model, GradientMask(mask_values)), torch.no_grad():
+            qm = masked_embeddings(encoder, QUERIES, 32, 3)
+            cm = masked_embeddings(encoder, CODES, 48, 3)
+        return float(retrieval_loss(qm, cm, gold, 0.1))
+
+    # Central differences, on the heads the loss is most sensitive to (float32 noise swamps tiny slopes).
+    eps = 0.05
+    largest = np.argsort(-np.abs(scores).ravel())[:3]
+    for layer, head in zip(*np.unravel_index(largest, scores.shape)):
+        up, down = torch.ones(2, 4), torch.ones(2, 4)
+        up[layer, head] += eps
+        down[layer, head] -= eps
+        derivative = (loss_with(up) - loss_with(down)) / (2 * eps)
+        assert scores[layer, head] == pytest.approx(-derivative, rel=0.05)
+    # Parameters are left as they were found.
+    assert all(p.requires_grad for p in encoder.model.parameters())
