@@ -163,8 +163,9 @@ def run_conditions(encoder: Encoder, queries: list[str], candidates: list[str], 
     a side it leaves alone) as soon as it is done, in order of its lowest layer."""
     if not conditions:
         return
-    sweeps = {"query": SideSweep(encoder, queries, max_query_length, batch_size),
-              "code": SideSweep(encoder, candidates, max_code_length, batch_size)}
+    inputs = {"query": (queries, max_query_length), "code": (candidates, max_code_length)}
+    touched = [side for side in inputs if any(c.affects(side) for c in conditions)]
+    sweeps = {side: SideSweep(encoder, inputs[side][0], inputs[side][1], batch_size) for side in touched}
     needed = sum(s.cache_bytes() for s in sweeps.values()) / 2**30
     if needed > max_cache_gb:
         raise UserError(f"the layer cache needs about {needed:.1f} GiB (over ablation.max_cache_gb={max_cache_gb}): "

@@ -1,4 +1,4 @@
-"""A layer x head heatmap of ΔMRR with the significant heads marked."""
+"""Layer x head heatmaps: ΔMRR with the significant heads marked, and any other per-head value (probes)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,33 +20,39 @@ def layer_head_matrix(frame: pd.DataFrame, column: str, n_layers: int, n_heads: 
     return matrix
 
 
-def plot_heatmap(frame: pd.DataFrame, n_layers: int, n_heads: int, title: str, stem: Path) -> list[Path]:
-    """Write `<stem>.png` and `<stem>.svg`; return their paths."""
-    delta = layer_head_matrix(frame, "delta_mrr", n_layers, n_heads)
-    significant = layer_head_matrix(frame.assign(significant=frame["significant"].astype(float)), "significant",
-                                    n_layers, n_heads)
-    limit = np.nanmax(np.abs(delta)) if np.isfinite(delta).any() else 1.0
-    limit = limit if limit > 0 else 1.0
+def plot_matrix(values: np.ndarray, title: str, label: str, stem: Path, diverging: bool = True,
+                marked: np.ndarray | None = None) -> list[Path]:
+    """Write `<stem>.png` and `<stem>.svg` of a [layers, heads] matrix (cells show value x 100; `marked` cells
+    are boxed and starred). Returns the paths."""
+    n_layers, n_heads = values.shape
+    finite = np.isfinite(values)
+    if diverging:
+        limit = np.nanmax(np.abs(values)) if finite.any() else 1.0
+        limit = limit if limit > 0 else 1.0
+        vmin, vmax, cmap = -limit, limit, "RdBu"
+    else:
+        vmin, vmax, cmap = (np.nanmin(values), np.nanmax(values), "viridis") if finite.any() else (0, 1, "viridis")
     fig, ax = plt.subplots(figsize=(1.0 + 0.62 * n_heads, 1.2 + 0.55 * n_layers))
-    image = ax.imshow(delta, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    middle = (vmin + vmax) / 2
+    half = (vmax - vmin) / 2 or 1.0
     for layer in range(n_layers):
         for head in range(n_heads):
-            value = delta[layer, head]
-            if np.isnan(value):
+            value = values[layer, head]
+            if not np.isfinite(value):
                 continue
-            marked = significant[layer, head] == 1.0
-            ax.text(head, layer, f"{value * 100:+.1f}" + ("*" if marked else ""), ha="center", va="center",
-                    fontsize=7, fontweight="bold" if marked else "normal",
-                    color="white" if abs(value) > 0.6 * limit else "black")
-            if marked:
+            star = marked is not None and bool(marked[layer, head])
+            ax.text(head, layer, f"{value * 100:+.1f}" + ("*" if star else ""), ha="center", va="center",
+                    fontsize=7, fontweight="bold" if star else "normal",
+                    color="white" if abs(value - middle) > 0.6 * half else "black")
+            if star:
                 ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.5))
     ax.set_xticks(range(n_heads))
     ax.set_yticks(range(n_layers))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=9)
-    bar = fig.colorbar(image, ax=ax)
-    bar.set_label("ΔMRR (ablated − baseline)")
+    fig.colorbar(image, ax=ax).set_label(label)
     fig.tight_layout()
     paths = []
     for suffix in (".png", ".svg"):
@@ -57,3 +63,11 @@ def plot_heatmap(frame: pd.DataFrame, n_layers: int, n_heads: int, title: str, s
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def plot_heatmap(frame: pd.DataFrame, n_layers: int, n_heads: int, title: str, stem: Path) -> list[Path]:
+    """ΔMRR per head, significant heads boxed and starred."""
+    delta = layer_head_matrix(frame, "delta_mrr", n_layers, n_heads)
+    significant = layer_head_matrix(frame.assign(significant=frame["significant"].astype(float)), "significant",
+                                    n_layers, n_heads) == 1.0
+    return plot_matrix(delta, title, "ΔMRR (ablated − baseline)", stem, diverging=True, marked=significant)

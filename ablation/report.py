@@ -3,7 +3,7 @@ of them, and the exported files. Shared by a single `ablate` run and by `aggrega
 both give the same table from the same ranks."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,14 +81,19 @@ def importance_report(baseline_rr: np.ndarray, results: list[ConditionResult], q
     return frame, long
 
 
-def gradient_agreement(frame: pd.DataFrame) -> dict:
-    """Spearman rank correlation of grad_score with the exact importance (-ΔMRR) over the single heads."""
+def gradient_agreement(frame: pd.DataFrame) -> list[dict]:
+    """Spearman rank correlation of grad_score with the exact importance (-ΔMRR) over the single heads, one entry
+    per (mode, side) group: a study may mix them, and a head then has one exact value per group."""
+    out = []
     singles = frame.dropna(subset=["grad_score"])
-    n = len(singles)
-    if n < 3 or singles["grad_score"].nunique() < 2 or singles["delta_mrr"].nunique() < 2:
-        return {"spearman_rho": None, "p_value": None, "n_heads": n}
-    result = spearmanr(singles["grad_score"], -singles["delta_mrr"])
-    return {"spearman_rho": float(result.statistic), "p_value": float(result.pvalue), "n_heads": n}
+    for (mode, side), group in singles.groupby(["mode", "side"], sort=True):
+        n = len(group)
+        entry = {"mode": mode, "side": side, "spearman_rho": None, "p_value": None, "n_heads": n}
+        if n >= 3 and group["grad_score"].nunique() > 1 and group["delta_mrr"].nunique() > 1:
+            result = spearmanr(group["grad_score"], -group["delta_mrr"])
+            entry.update(spearman_rho=float(result.statistic), p_value=float(result.pvalue))
+        out.append(entry)
+    return out
 
 
 def _masking(facts: StudyFacts) -> str:
@@ -123,7 +128,11 @@ def write_report(out: Path, frame: pd.DataFrame, per_query: pd.DataFrame, facts:
     atomic_write_text(out / "importance.md", to_markdown(frame, text))
     atomic_write_text(out / "importance.tex", to_latex(frame, text))
     files = ["importance.csv", "importance.md", "importance.tex", "per_query.csv"]
-    if frame["layer"].notna().any():
-        figures = plot_heatmap(frame, n_layers, n_heads, figure_title(facts, settings), out / "heatmap")
-        files += [p.name for p in figures]
+    singles = frame[frame["layer"].notna()]
+    groups = list(singles.groupby(["mode", "side"], sort=True))
+    for (mode, side), group in groups:
+        # One map per way of masking: a head has one exact value in each.
+        stem = out / ("heatmap" if len(groups) == 1 else f"heatmap-{mode}-{side}")
+        group_facts = replace(facts, modes=(mode,), sides=(side,))
+        files += [p.name for p in plot_heatmap(group, n_layers, n_heads, figure_title(group_facts, settings), stem)]
     return files

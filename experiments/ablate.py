@@ -37,6 +37,7 @@ from .study_cache import baseline_embeddings, study_gradient_scores
 from .tracking import RunLog, log_run, provenance
 
 MARKER = "run.json"
+REPORT_FILES = ("importance.*", "heatmap*.png", "heatmap*.svg", "per_query.csv", "grad_scores.csv", "config.yaml")
 
 
 def _held_out_texts(cfg: DictConfig, evaluated) -> tuple[list[str], list[str]]:
@@ -105,7 +106,7 @@ def run_ablate(cfg: DictConfig) -> Path:
     base = ranks_of(baseline.queries, baseline.candidates)
     timings["baseline_s"] = time.perf_counter() - mark
 
-    begin_run(out, MARKER)
+    begin_run(out, MARKER, REPORT_FILES)
     write_config(out / "config.yaml", cfg)
     store = ConditionStore(out / "conditions", _signature(cfg, encoder, task, base.rr), resume=cfg.resume)
 
@@ -188,6 +189,13 @@ def run_ablate(cfg: DictConfig) -> Path:
     return out
 
 
+def agreement_summary(agreements: list[dict]) -> dict:
+    """grad/spearman_rho (of the zero-mask, both-sides group when there is one) for a run's summary."""
+    usable = [a for a in agreements if a["spearman_rho"] is not None]
+    usable.sort(key=lambda a: (a["mode"], a["side"]) != ("zero", "both"))
+    return {"grad/spearman_rho": usable[0]["spearman_rho"]} if usable else {}
+
+
 def run_name(cfg: DictConfig, conditions: list[Condition]) -> str:
     """Deterministic: `abl-L03-H07` for one head, else what the folder says; mode and side when not default."""
     a = cfg.ablation
@@ -198,8 +206,10 @@ def run_name(cfg: DictConfig, conditions: list[Condition]) -> str:
     return name
 
 
-def condition_history(frame: pd.DataFrame) -> list[dict]:
-    """One W&B step per condition, with namespaced metrics."""
+def condition_history(frame: pd.DataFrame, corrected: bool = True) -> list[dict]:
+    """One W&B step per condition, with namespaced metrics. Without `corrected` (a run of one condition, e.g. one
+    head of a sweep), the correction over a family of one means nothing: p_adjusted and significant are left out;
+    `aggregate` gives them over the whole sweep."""
     steps = []
     for _, row in frame.iterrows():
         step = {"condition": row["condition"], "eval/baseline_mrr": row["baseline_mrr"],
@@ -212,19 +222,22 @@ def condition_history(frame: pd.DataFrame) -> list[dict]:
             step.update({"head/layer": int(row["layer"]), "head/index": int(row["head"])})
         if pd.notna(row["grad_score"]):
             step["grad/score"] = row["grad_score"]
+        if not corrected:
+            del step["stats/p_adjusted"], step["stats/significant"]
         steps.append(step)
     return steps
 
 
 def ablation_log(cfg: DictConfig, out: Path, frame: pd.DataFrame, run: dict, data, encoder,
                  conditions: list[Condition]) -> RunLog:
-    history = condition_history(frame)
-    summary = {"eval/baseline_mrr": run["baseline_mrr"], "stats/n_conditions": run["n_conditions"],
-               "stats/n_significant": run["n_significant"]}
-    if len(history) == 1:  # a sweep's run: its one condition's numbers are the run's numbers
+    single = len(frame) == 1
+    history = condition_history(frame, corrected=not single)
+    summary = {"eval/baseline_mrr": run["baseline_mrr"], "stats/n_conditions": run["n_conditions"]}
+    if single:  # a sweep's run: its one condition's numbers are the run's numbers
         summary.update({k: v for k, v in history[0].items() if k != "condition"})
-    if run["gradient_vs_exact"].get("spearman_rho") is not None:
-        summary["grad/spearman_rho"] = run["gradient_vs_exact"]["spearman_rho"]
+    else:
+        summary["stats/n_significant"] = run["n_significant"]
+    summary.update(agreement_summary(run["gradient_vs_exact"]))
     images = {"heatmap": out / "heatmap.png"} if (out / "heatmap.png").is_file() else {}
     log = RunLog(job_type="ablation", name=run_name(cfg, conditions), results_dir=out, history=history,
                  summary=summary, tables={"importance": frame}, images=images,
@@ -263,8 +276,8 @@ def _print_summary(frame: pd.DataFrame, run: dict, out: Path) -> None:
     for _, row in frame.sort_values("delta_mrr").head(5).iterrows():
         print(f"  {row['condition']:>10}: ΔMRR {row['delta_mrr']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
               f"  p_adj {row['p_adjusted']:.2g}{'  *' if row['significant'] else ''}")
-    rho = run["gradient_vs_exact"].get("spearman_rho")
-    if rho is not None:
-        n_heads = run["gradient_vs_exact"]["n_heads"]
-        print(f"  gradient estimate vs exact ablation: Spearman rho {rho:.3f} over {n_heads} heads")
+    for agreement in run["gradient_vs_exact"]:
+        if agreement["spearman_rho"] is not None:
+            print(f"  gradient estimate vs exact ablation ({agreement['mode']}, {agreement['side']}): Spearman rho "
+                  f"{agreement['spearman_rho']:.3f} over {agreement['n_heads']} heads")
     print(f"results: {out}")

@@ -21,7 +21,7 @@ from ablation.report import ConditionResult, StudyFacts, gradient_agreement, imp
 from codesearch.errors import UserError
 from heads.naming import parse_head_spec
 
-from .ablate import report_settings
+from .ablate import REPORT_FILES, report_settings
 from .runs import begin_run, package_versions, write_config, write_json
 from .tracking import RunLog, log_run, resolve_mode
 
@@ -55,8 +55,8 @@ def download_study(cfg: DictConfig, group: str, api=None) -> Path:
     count = 0
     for run in api.runs(path, filters={"group": group, "jobType": "ablation"}):
         for artifact in run.logged_artifacts():
-            if artifact.type == "results":
-                artifact.download(root=str(root / "ablate" / run.name))
+            if artifact.type == "results":  # by run id: a head rerun under the same name keeps its own folder
+                artifact.download(root=str(root / "ablate" / f"{run.name}-{run.id}"))
                 count += 1
     if not count:
         raise UserError(f"W&B project {path} has no finished ablation runs in group {group!r}")
@@ -83,7 +83,7 @@ def run_aggregate(cfg: DictConfig, study: str) -> Path:
         if record["task_fingerprint"] != first["task_fingerprint"] or record["protocol"]["protocol"] != \
                 first["protocol"]["protocol"]:
             raise UserError(f"{run} evaluates other queries or another protocol than {runs[0]}: not one study")
-        per_query = pd.read_csv(run / "per_query.csv")
+        per_query = pd.read_csv(run / "per_query.csv", dtype={"query_id": str}, keep_default_na=False)
         table = pd.read_csv(run / "importance.csv")
         base = per_query[per_query["condition"] == "baseline"]
         if baseline is None:
@@ -110,8 +110,10 @@ def run_aggregate(cfg: DictConfig, study: str) -> Path:
                        protocol=first["protocol"]["protocol"],
                        candidates_per_query=first["protocol"]["candidates_per_query"],
                        modes=tuple(sorted(set(frame["mode"]))), sides=tuple(sorted(set(frame["side"]))))
-    out = Path(cfg.output_dir).expanduser() if cfg.output_dir else folder / "aggregate"
-    begin_run(out, MARKER)
+    downloaded = not any(Path(p).is_dir() for p in (Path(study).expanduser(), Path(cfg.runs_dir).expanduser() / study))
+    home = Path(cfg.runs_dir).expanduser() / folder.name if downloaded else folder  # never a temporary folder
+    out = Path(cfg.output_dir).expanduser() if cfg.output_dir else home / "aggregate"
+    begin_run(out, MARKER, REPORT_FILES)
     write_config(out / "config.yaml", cfg)
     files = write_report(out, frame, per_query_out, facts, settings, model["layers"], model["heads"])
     run = {
@@ -126,17 +128,18 @@ def run_aggregate(cfg: DictConfig, study: str) -> Path:
     write_json(out / MARKER, run)
     print(f"{len(runs)} runs, {len(frame)} conditions, {run['n_significant']} significant "
           f"({settings.correction}, alpha {settings.alpha}); results: {out}")
-    log_run(cfg, folder.name, folder, aggregate_log(out, frame, run))
+    log_run(cfg, folder.name, home, aggregate_log(out, frame, run))
     return out
 
 
 def aggregate_log(out: Path, frame: pd.DataFrame, run: dict) -> RunLog:
-    from .ablate import condition_history
+    from .ablate import agreement_summary, condition_history
 
     images = {"heatmap": out / "heatmap.png"} if (out / "heatmap.png").is_file() else {}
     return RunLog(job_type="aggregate", name="aggregate", results_dir=out, history=condition_history(frame),
                   tables={"importance": frame}, images=images,
                   summary={"eval/baseline_mrr": run["baseline_mrr"], "stats/n_significant": run["n_significant"],
-                           "stats/n_conditions": run["n_conditions"], "sweep/n_runs": run["n_runs"]},
+                           "stats/n_conditions": run["n_conditions"], "sweep/n_runs": run["n_runs"],
+                           **agreement_summary(run["gradient_vs_exact"])},
                   artifact_metadata={"corpus_hash": run["corpus_hash"], "model": run["model"],
                                      "task_fingerprint": run["task_fingerprint"]})

@@ -27,12 +27,17 @@ COMMANDS = {
     "ablate": Command("mask heads one at a time (or as sets), measure the drop in MRR query by query, test it "
                       "against the baseline, export the importance table and heatmap",
                       "experiments.ablate:run_ablate"),
+    "probe": Command("linear probes on every head's output (syntax and query-code matching), with control tasks "
+                     "and a randomly initialised model, joined with the head ablation",
+                     "experiments.probe:run_probe"),
     "sweep": Command("run a W&B sweep file with no W&B server: W&B's sweep engine picks each run, the agent's "
                      "command line runs it, logged offline; resumes where it stopped",
                      "experiments.sweep:run_sweep",
                      (("sweep_file", {"metavar": "SWEEP_FILE",
                                       "help": "a sweep YAML, e.g. sweeps/minilm_heads.yaml"}),
-                      ("--count", {"type": int, "default": None, "help": "launch at most N runs now"}))),
+                      ("--count", {"type": int, "default": None, "help": "launch at most N runs now"}),
+                      ("--retry-failed", {"action": "store_true",
+                                          "help": "run again the configurations whose runs failed"}))),
     "aggregate": Command("one importance table from all ablation runs of a study (e.g. a sweep's), corrected over "
                          "all of them", "experiments.aggregate:run_aggregate",
                          (("study", {"metavar": "STUDY", "help": "the study's folder, its name under runs_dir, "
@@ -78,12 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.overrides = [*args.overrides, *leftover]
+    if args.command == "probe":  # `probe task=X` is how people say it
+        args.overrides = [f"probe.{item}" if item.startswith("task=") else item for item in args.overrides]
     try:
         cfg = load_config(args.command, args.config, args.overrides)
         module_name, function_name = COMMANDS[args.command].runner.split(":")
         runner = getattr(importlib.import_module(module_name), function_name)
-        runner(cfg, **{name.lstrip("-"): getattr(args, name.lstrip("-")) for name, _ in
-                       COMMANDS[args.command].arguments})
+        extra = {name.lstrip("-").replace("-", "_"): getattr(args, name.lstrip("-").replace("-", "_"))
+                 for name, _ in COMMANDS[args.command].arguments}
+        if args.command == "sweep":  # the sweep checks what it may pass on to its runs
+            extra.update(overrides=args.overrides, config_files=args.config)
+        runner(cfg, **extra)
     except UserError as exc:
         print(f"codebert-heads {args.command}: error: {exc}", file=sys.stderr)
         return 2

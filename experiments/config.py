@@ -177,6 +177,26 @@ class AblationConfig:
 
 
 @dataclass
+class ProbeConfig:
+    task: str = _help("probing task, a comma list, or all: token_category, in_loop, in_conditional, in_call, "
+                      "in_return, has_loop, has_conditional, has_exception_handling, is_recursive, returns_value, "
+                      "query_code_match (on the command line `task=` is short for `probe.task=`)", "all")
+    seeds: int = _help("seeds per figure (each trains on its own random share of the training set)", 3)
+    train_fraction: float = _help("share of the training set each seed trains on", 0.8)
+    train_functions: int = _help("functions from the train split (seeded sample; 0 = all)", 800)
+    eval_functions: int = _help("functions from each of the valid and test splits (0 = all)", 300)
+    max_train_tokens: int = _help("token rows stored for training (seeded sample; 0 = all)", 30000)
+    max_eval_tokens: int = _help("token rows stored for each of valid and test (0 = all)", 12000)
+    l2: list[float] = _help("L2 strengths tried for every head; the best on valid is kept",
+                            factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1])
+    steps: int = _help("optimizer steps per probe (counted in steps, so small sets train fully)", 200)
+    batch_size: int = _help("probe training batch size", 1024)
+    lr: float = _help("Adam learning rate at the start, annealed to zero", 0.05)
+    random_init_seed: int = _help("seed of the randomly initialised copy of the model", 0)
+    ablation_run: str = _help("ablation or aggregate folder to join with; empty = the study's own", "")
+
+
+@dataclass
 class WandbConfig:
     mode: WandbMode = _help("auto ($WANDB_MODE if set, else online with credentials, else offline), online, "
                             "offline or disabled", WandbMode.auto)
@@ -193,6 +213,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     runs_dir: str = _help("where study folders go: <runs_dir>/<study>/<command>/...", "runs")
     output_dir: str = _help("this run's folder; empty = <runs_dir>/<study>/<command>[/<label>]", "")
@@ -207,6 +228,7 @@ COMMAND_SECTIONS = {
     "corpus": ("data", "corpus"),
     "evaluate": ("data", "corpus", "model", "eval", "wandb"),
     "ablate": ("data", "corpus", "model", "eval", "ablation", "wandb"),
+    "probe": ("data", "corpus", "model", "probe", "wandb"),
     "sweep": ("wandb",),
     "aggregate": ("ablation", "wandb"),
 }
@@ -347,6 +369,14 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("ablation.top_k needs ablation.gradient=true: the top heads are chosen by grad_score")
     if a.mode == "resample" and cfg.model.batch_size < 2:
         raise ConfigError("ablation.mode=resample needs model.batch_size >= 2: the donor is another input of the batch")
+    pr = cfg.probe
+    for key in ("seeds", "steps", "batch_size"):
+        if pr[key] < 1:
+            raise ConfigError(f"probe.{key}={pr[key]}: must be at least 1")
+    if not 0 < pr.train_fraction <= 1:
+        raise ConfigError(f"probe.train_fraction={pr.train_fraction}: must be in (0, 1]")
+    if not pr.l2 or any(v < 0 for v in pr.l2):
+        raise ConfigError(f"probe.l2={list(pr.l2)}: give one or more non-negative strengths")
     if not 0 < cfg.corpus.dedup_threshold <= 1:
         raise ConfigError(f"corpus.dedup_threshold={cfg.corpus.dedup_threshold}: must be in (0, 1]")
 

@@ -53,7 +53,7 @@ def run_evaluate(cfg: DictConfig) -> Path:
     results = rank_task(embeddings, data.task, settings)
     primary = results[settings.protocol]
 
-    begin_run(out)
+    begin_run(out, "metrics.json", ("per_query*.csv", "config.yaml"))
     write_config(out / "config.yaml", cfg)
     write_csv(out / "per_query.csv", per_query_frame(primary, data.task.query_ids))
     for protocol, result in results.items():

@@ -61,11 +61,16 @@ def run_dir(cfg: DictConfig, command: str, label: str = "") -> Path:
     return folder / label if label else folder
 
 
-def begin_run(out: Path, marker: str = "metrics.json") -> None:
+def begin_run(out: Path, marker: str, outputs: tuple[str, ...] = ()) -> None:
     """Open a run folder: an earlier run's completion marker goes first, so that an interruption from here
-    on can never leave new partial files beside an old marker that says "finished"."""
+    on can never leave new partial files beside an old marker that says "finished"; then the earlier run's other
+    outputs (glob patterns), so that none of them is taken for this run's."""
     out.mkdir(parents=True, exist_ok=True)
     (out / marker).unlink(missing_ok=True)
+    for pattern in outputs:
+        for path in out.glob(pattern):
+            if path.is_file():
+                path.unlink()
 
 
 def write_json(path: Path, payload: dict) -> None:

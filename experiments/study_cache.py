@@ -71,7 +71,8 @@ def study_gradient_scores(cfg: DictConfig, encoder: Encoder, task: RetrievalTask
     path = study_dir(cfg) / "baseline" / f"gradient-{_key(signature)}.json"
     if path.is_file():
         stored = json.loads(path.read_text())
-        if stored.get("signature") == signature:
+        # Compared as JSON: a tuple in the signature reads back as a list.
+        if json.dumps(stored.get("signature"), sort_keys=True) == json.dumps(signature, sort_keys=True):
             return np.asarray(stored["scores"], dtype=np.float64)
     scores = gradient_scores(encoder, task.queries, task.candidates, np.asarray(task.gold), baseline.queries,
                              baseline.candidates, settings.max_query_length, settings.max_code_length,

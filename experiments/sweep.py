@@ -25,6 +25,8 @@ from codesearch.files import atomic_write_text
 from .config import ConfigError, load_config, schema_type
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}", "${args_no_boolean_flags}",
+          "${args_json}"}
 
 
 def _engine():
@@ -49,10 +51,20 @@ def read_sweep_file(path: Path) -> dict:
         raise UserError(f"{path}: not a valid sweep: " + "; ".join(str(v) for v in violations))
     if "program" not in spec:
         raise UserError(f"{path}: the sweep names no program")
-    for name in spec.get("parameters", {}):
+    for name, parameter in spec.get("parameters", {}).items():
         if schema_type(name) is None:
             raise UserError(f"{path}: parameter {name!r} is not a config key of codebert-heads "
                             f"(see `codebert-heads ablate --help`)")
+        if schema_type(name) is str:
+            values = parameter.get("values", [parameter["value"]] if "value" in parameter else [])
+            spoiled = [v for v in values if not isinstance(v, str)]
+            if spoiled:
+                raise UserError(f"{path}: parameter {name!r} takes text, but YAML read {spoiled!r} as numbers "
+                                f"(3.10 reads as 3.1): quote the values")
+    for item in spec.get("command", DEFAULT_COMMAND):
+        if item.startswith("${") and item not in MACROS and not item.startswith("${envvar:"):
+            raise UserError(f"{path}: command macro {item} is not supported here; use one of "
+                            f"{', '.join(sorted(MACROS))}")
     return spec
 
 
@@ -62,24 +74,22 @@ def _format_value(value) -> str:
 
 def command_line(spec: dict, config: dict, interpreter: str = sys.executable) -> list[str]:
     """The argv `wandb agent` would run for one configuration ({name: value})."""
-    args = [f"--{k}={_format_value(v)}" for k, v in config.items()]
-    args_no_hyphens = [f"{k}={_format_value(v)}" for k, v in config.items()]
+    expansions = {
+        "${env}": ["/usr/bin/env"],
+        "${interpreter}": [interpreter],
+        "${program}": [str(spec["program"])],
+        "${args}": [f"--{k}={_format_value(v)}" for k, v in config.items()],
+        "${args_no_hyphens}": [f"{k}={_format_value(v)}" for k, v in config.items()],
+        "${args_no_boolean_flags}": [f"--{k}" if v is True else f"--{k}={_format_value(v)}"
+                                     for k, v in config.items() if v is not False],
+        "${args_json}": [json.dumps(config)],
+    }
     argv: list[str] = []
     for item in spec.get("command", DEFAULT_COMMAND):
-        if item == "${env}":
-            argv.append("/usr/bin/env")
-        elif item == "${interpreter}":
-            argv.append(interpreter)
-        elif item == "${program}":
-            argv.append(str(spec["program"]))
-        elif item == "${args}":
-            argv.extend(args)
-        elif item == "${args_no_hyphens}":
-            argv.extend(args_no_hyphens)
-        elif item == "${args_json}":
-            argv.append(json.dumps(config))
+        if item.startswith("${envvar:"):
+            argv.append(os.environ.get(item[len("${envvar:"):-1], ""))
         else:
-            argv.append(str(item))
+            argv.extend(expansions.get(item, [str(item)]))
     return argv
 
 
@@ -92,7 +102,7 @@ def check_command_lines(spec: dict, path: Path) -> int:
         if proposal is None or len(runs) > 10000:
             return len(runs)
         config = {k: v["value"] for k, v in proposal.config.items()}
-        overrides = [a for a in command_line(spec, config)[3:] if "=" in a]
+        overrides = [f"{k}={_format_value(v)}" for k, v in config.items()]  # what the run's config will read
         try:
             load_config("ablate", [], overrides)
         except ConfigError as exc:
@@ -116,6 +126,10 @@ class SweepState:
                           "returncode": returncode})
         atomic_write_text(self.path, json.dumps({"runs": self.runs}, indent=2) + "\n")
 
+    def forget_failed(self) -> None:
+        self.runs = [r for r in self.runs if r["state"] == "finished"]
+        atomic_write_text(self.path, json.dumps({"runs": self.runs}, indent=2) + "\n")
+
     def as_sweep_runs(self):
         sweeps = _engine()
         return [sweeps.SweepRun(config={k: {"value": v} for k, v in r["config"].items()},
@@ -124,12 +138,24 @@ class SweepState:
                 for r in self.runs]
 
 
-def run_sweep(cfg: DictConfig, sweep_file: str, count: int | None = None) -> Path:
+def run_sweep(cfg: DictConfig, sweep_file: str, count: int | None = None, retry_failed: bool = False,
+              overrides: list[str] = (), config_files: list[str] = ()) -> Path:
     path = Path(sweep_file).expanduser()
+    # A run's settings come from the sweep file alone, as with `wandb agent`; only where results go may be set here.
+    extra = [o for o in overrides if not o.lstrip("-").startswith("runs_dir=")]
+    if extra or config_files:
+        raise UserError(f"codebert-heads sweep takes runs_dir=... only; set {', '.join(extra) or 'config files'} "
+                        f"as parameters in the sweep file (`value: ...`), so every run and `wandb agent` agree")
     spec = read_sweep_file(path)
     total = check_command_lines(spec, path)  # refuse a bad grid before the first run, not halfway through
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
     state = SweepState(Path(cfg.runs_dir).expanduser() / "sweeps" / f"{path.stem}-{digest}")
+    if retry_failed:
+        state.forget_failed()
+    # Runs put their folders beside the sweep's state: a runs_dir given here reaches them as one more key=value
+    # (by default none is added, and the command line is exactly the agent's).
+    passes_runs_dir = cfg.runs_dir != "runs" and "runs_dir" not in spec.get("parameters", {})
+    runs_dir = [f"runs_dir={cfg.runs_dir}"] if passes_runs_dir else []
     env = {**os.environ, "WANDB_MODE": "offline"}
     launched = 0
     sweeps = _engine()
@@ -138,17 +164,18 @@ def run_sweep(cfg: DictConfig, sweep_file: str, count: int | None = None) -> Pat
         if proposal is None:
             break
         config = {k: v["value"] for k, v in proposal.config.items()}
-        argv = command_line(spec, config)
+        argv = command_line(spec, config) + runs_dir
         done = len(state.runs)
         print(f"[sweep {path.stem}] run {done + 1}" + (f" of {total}" if spec.get("method") == "grid" else "")
               + f": {shlex.join(argv)}", file=sys.stderr, flush=True)
         returncode = subprocess.run(argv, env=env).returncode
-        if returncode in (130, -2):  # the run was interrupted: leave it for the next resume
+        if returncode in (130, -2):  # interrupted with Ctrl-C: stop, and leave the run for the next resume
             raise KeyboardInterrupt
         state.record(config, returncode)
         launched += 1
         if returncode != 0:
-            print(f"[sweep {path.stem}] run failed with exit status {returncode}", file=sys.stderr)
+            how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+            print(f"[sweep {path.stem}] run failed ({how}); `--retry-failed` runs it again", file=sys.stderr)
     finished = sum(r["state"] == "finished" for r in state.runs)
     failed = len(state.runs) - finished
     print(f"sweep {path.stem}: {finished} runs finished, {failed} failed; state in {state.path}")

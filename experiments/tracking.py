@@ -107,6 +107,7 @@ def log_run(cfg: DictConfig, study: str, study_folder: Path, log: RunLog) -> str
 
 
 def _log(cfg: DictConfig, study: str, study_folder: Path, log: RunLog, mode: str) -> str:
+    os.environ.setdefault("WANDB_SILENT", "true")  # W&B's own console notes; our messages say what matters
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import wandb

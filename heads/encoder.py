@@ -36,14 +36,14 @@ class Recipe:
     name: str
     pooling: str              # cls | mean | pooler
     normalize: bool           # L2-normalise (cosine) or not (dot product)
-    prefix_tokens: tuple[str, ...] = ()  # inserted after the first special token (UniXcoder's mode token)
+    prefix_tokens: tuple[str, ...] = ()  # inserted after the first special token (UniXcoder's mode token and sep)
 
 
 # Matched against the model name, in order. Sources: GraphCodeBERT's codesearch model (pooler output, dot
-# product; CodeBERT fine-tuned the same way), UniXcoder's code search (<encoder-only> mode, mean pooling,
-# L2-normalised). Sentence-transformers folders say their own pooling in 1_Pooling/config.json.
+# product; CodeBERT fine-tuned the same way), UniXcoder's code search (`<s> <encoder-only> </s> text </s>`, mean
+# pooling, L2-normalised). Sentence-transformers folders say their own pooling in 1_Pooling/config.json.
 NAMED_RECIPES = (
-    ("unixcoder", Recipe("unixcoder", "mean", True, ("<encoder-only>",))),
+    ("unixcoder", Recipe("unixcoder", "mean", True, ("<encoder-only>", "</s>"))),
     ("graphcodebert", Recipe("graphcodebert", "pooler", False)),
     ("codebert", Recipe("codebert", "pooler", False)),
 )
@@ -195,14 +195,25 @@ class Encoder:
     # -- tokenization
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
         """Token ids with special tokens (and the recipe's prefix), truncated to `max_length`."""
+        return self._tokenize(texts, max_length, offsets=False)[0]
+
+    def tokenize_with_offsets(self, texts: list[str], max_length: int):
+        """(token ids, character spans) exactly as `tokenize` makes them; special tokens span (0, 0)."""
+        return self._tokenize(texts, max_length, offsets=True)
+
+    def _tokenize(self, texts: list[str], max_length: int, offsets: bool):
         budget = max_length - len(self._prefix_ids)
         if budget < self.tokenizer.num_special_tokens_to_add(pair=False) + 1:
             raise UserError(f"max length {max_length} leaves no room for text")
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=budget,
-                                 return_attention_mask=False)["input_ids"]
-        if not self._prefix_ids:
-            return encoded
-        return [ids[:1] + self._prefix_ids + ids[1:] for ids in encoded]
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=budget, return_attention_mask=False,
+                                 return_offsets_mapping=offsets)
+        ids = encoded["input_ids"]
+        spans = [[tuple(span) for span in row] for row in encoded["offset_mapping"]] if offsets else None
+        if self._prefix_ids:
+            ids = [row[:1] + self._prefix_ids + row[1:] for row in ids]
+            if offsets:
+                spans = [row[:1] + [(0, 0)] * len(self._prefix_ids) + row[1:] for row in spans]
+        return ids, spans
 
     def length_sorted_batches(self, token_ids: list[list[int]], batch_size: int):
         """(positions, input_ids, attention_mask) batches, longest first, to cut padding.
@@ -263,7 +274,7 @@ class Encoder:
         """`[CLS] query [SEP] code [SEP]` inputs for attention studies.
 
         Returns the tokenizer's tensors plus `segment` [batch, seq]: 1 on query tokens, 2 on code tokens,
-        0 on special tokens and padding. The code is truncated first when the pair is too long.
+        0 on special tokens and padding. A pair too long loses tokens from its longer side first.
         """
         enc = self.tokenizer(list(queries), list(codes), truncation="longest_first", max_length=max_length,
                              padding=True, return_tensors="pt")

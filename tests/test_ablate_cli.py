@@ -60,7 +60,8 @@ def test_single_head_map_outputs_and_numbers(tmp_path, pairs_file, tiny_bert_dir
     for key in ("config", "versions", "corpus_hash", "timings", "baseline_mrr", "gradient_vs_exact", "protocol"):
         assert key in run
     assert run["baseline_mrr"] == pytest.approx(wide["baseline"].mean())
-    assert run["gradient_vs_exact"]["n_heads"] == 8
+    (agreement,) = run["gradient_vs_exact"]
+    assert (agreement["mode"], agreement["side"], agreement["n_heads"]) == ("zero", "both", 8)
 
 
 def test_ablated_ranks_equal_the_model_with_the_head_removed_from_its_weights(tmp_path, pairs_file, tiny_bert_dir):

@@ -61,7 +61,8 @@ def test_code_search_recipes_by_model_name():
     assert choose_recipe("microsoft/codebert-base", "").pooling == "pooler"
     assert choose_recipe("microsoft/graphcodebert-base", "").normalize is False
     unixcoder = choose_recipe("microsoft/unixcoder-base", "")
-    assert (unixcoder.pooling, unixcoder.normalize, unixcoder.prefix_tokens) == ("mean", True, ("<encoder-only>",))
+    assert (unixcoder.pooling, unixcoder.normalize) == ("mean", True)
+    assert unixcoder.prefix_tokens == ("<encoder-only>", "</s>")  # <s> <encoder-only> </s> text </s>
     overridden = choose_recipe("microsoft/unixcoder-base", "", pooling="cls", normalize=False)
     assert (overridden.pooling, overridden.normalize) == ("cls", False)
     with pytest.raises(UserError, match="model.pooling='max'"):
@@ -73,7 +74,7 @@ def test_unixcoder_mode_token_follows_the_first_special_token(tmp_path):
     encoder = load_encoder(str(folder))
     ids = encoder.tokenize(["sum two"], max_length=16)[0]
     tokens = encoder.tokenizer.convert_ids_to_tokens(ids)
-    assert tokens[:2] == ["<s>", "<encoder-only>"] and tokens[-1] == "</s>"
+    assert tokens[:3] == ["<s>", "<encoder-only>", "</s>"] and tokens[-1] == "</s>"  # UniXcoder's own layout
     assert len(encoder.tokenize(["word " * 50], max_length=16)[0]) == 16
 
 

@@ -149,6 +149,9 @@ def test_sweep_interrupted_resumed_then_aggregated_equals_one_ablate(tmp_path, p
     study = only_study(runs)
     assert len(list((study / "ablate").iterdir())) == 4
     assert len(offline_runs(study)) == 4                                            # each sweep run logged offline
+    record, summary = inspect(offline_runs(study)[0])
+    assert record["display_name"].startswith("abl-L0") and "eval/delta_mrr" in summary["summary"]
+    assert "stats/significant" not in summary["summary"]   # no correction over a family of one head
     assert main(["aggregate", str(study), f"runs_dir={runs}", "ablation.n_bootstrap=300",
                  "ablation.n_permutations=300", "wandb.mode=offline"]) == 0
     assert main(["ablate", *[f"{k}={v}" for k, v in fixed.items()], "ablation.heads=0.0,0.3,1.0,1.3",
@@ -156,6 +159,16 @@ def test_sweep_interrupted_resumed_then_aggregated_equals_one_ablate(tmp_path, p
     aggregated = (study / "aggregate" / "importance.csv").read_text()
     assert aggregated == (tmp_path / "one" / "importance.csv").read_text()
     assert (study / "aggregate" / "heatmap.png").is_file()
+
+    # Another way of masking in the same study: the aggregate keeps each, one heatmap per way.
+    assert main(["ablate", *[f"{k}={v}" for k, v in fixed.items()], "ablation.heads=0.0",
+                 "ablation.mode=resample"]) == 0
+    assert main(["aggregate", str(study), f"runs_dir={runs}", "ablation.n_bootstrap=300",
+                 "ablation.n_permutations=300"]) == 0
+    table = pd.read_csv(study / "aggregate" / "importance.csv")
+    assert sorted(zip(table["condition"], table["mode"]))[:2] == [("L0H0", "resample"), ("L0H0", "zero")]
+    assert {p.name for p in (study / "aggregate").glob("heatmap*.png")} == {"heatmap-resample-both.png",
+                                                                          "heatmap-zero-both.png"}
     record, _ = inspect(max(offline_runs(study), key=lambda p: p.stat().st_mtime))
     assert record["job_type"] == "aggregate" and record["run_group"] == study.name
 
@@ -179,15 +192,40 @@ sys.exit(0)
 
 
 @pytest.mark.parametrize("text, message", [
+    ("method: grid\nprogram: p.py\nparameters:\n  ablation.heads:\n    values: [3.10, \"L1H2\"]\n",
+     "YAML read [3.1] as numbers"),
+    ("method: grid\nprogram: p.py\ncommand: [a, b]\nparameters:\n  seed:\n    value: 1\n", None),
     ("method: grid\nprogram: p.py\nparameters:\n  model.nmae:\n    value: x\n", "'model.nmae' is not a config key"),
     ("method: nonsense\nprogram: p.py\nparameters:\n  seed:\n    value: 1\n", "not a valid sweep"),
     ("method: grid\nprogram: p.py\nparameters:\n  ablation.mode:\n    values: [zero, blur]\n",
      "refused by the config schema"),
 ])
 def test_bad_sweep_files(tmp_path, capsys, text, message):
+    if message is None:  # a valid file, but settings for the runs belong in it, not on the sweep's command line
+        (tmp_path / "bad.yaml").write_text(text)
+        assert main(["sweep", str(tmp_path / "bad.yaml"), "seed=3"]) == 2
+        assert "codebert-heads sweep takes runs_dir=... only" in capsys.readouterr().err
+        return
     (tmp_path / "bad.yaml").write_text(text)
     assert main(["sweep", str(tmp_path / "bad.yaml"), f"runs_dir={tmp_path}"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_failed_runs_run_again_only_when_asked(tmp_path):
+    program = tmp_path / "program.py"
+    program.write_text(f"""import pathlib, sys
+flag = pathlib.Path({str(tmp_path / 'healthy')!r})
+sys.exit(0 if flag.exists() else 9)
+""")
+    sweep = write_sweep(tmp_path / "s.yaml", {"seed": [1, 2]}, program=program)
+    assert main(["sweep", str(sweep), f"runs_dir={tmp_path}"]) == 0
+    state_file = next((tmp_path / "sweeps").glob("s-*/state.json"))
+    assert [r["state"] for r in json.loads(state_file.read_text())["runs"]] == ["failed", "failed"]
+    (tmp_path / "healthy").write_text("x")
+    assert main(["sweep", str(sweep), f"runs_dir={tmp_path}"]) == 0      # failed ones are not retried silently
+    assert len(json.loads(state_file.read_text())["runs"]) == 2
+    assert main(["sweep", str(sweep), "--retry-failed", f"runs_dir={tmp_path}"]) == 0
+    assert [r["state"] for r in json.loads(state_file.read_text())["runs"]] == ["finished", "finished"]
 
 
 def test_aggregate_without_runs_and_from_a_fake_wandb_api(tmp_path, capsys, pairs_file, tiny_bert_dir):
@@ -206,8 +244,8 @@ def test_aggregate_without_runs_and_from_a_fake_wandb_api(tmp_path, capsys, pair
             import shutil
             shutil.copytree(source, root)
 
-    class Run:
-        name = "abl-L00-H01"
+    class Run:  # what wandb.apis.public.Run offers that aggregation uses
+        name, id = "abl-L00-H01", "r4nd0m"
 
         def logged_artifacts(self):
             return [Artifact()]
@@ -221,4 +259,4 @@ def test_aggregate_without_runs_and_from_a_fake_wandb_api(tmp_path, capsys, pair
     from experiments.config import load_config
 
     folder = download_study(load_config("aggregate"), "g", api=Api())
-    assert [p.name for p in collect_runs(folder)] == ["abl-L00-H01"]
+    assert [p.name for p in collect_runs(folder)] == ["abl-L00-H01-r4nd0m"]
