@@ -15,6 +15,8 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 CORRECTIONS = {"holm": "holm", "bh": "fdr_bh"}
+# Reciprocal ranks lie in [0, 1]: paired differences that spread less than this are float noise, not variation.
+SPREAD_TOLERANCE = 1e-12
 
 
 @dataclass
@@ -53,8 +55,8 @@ def compare_paired(baseline_rr: np.ndarray, ablated_rr: np.ndarray, rng: np.rand
         raise ValueError("baseline and ablated reciprocal ranks must be paired vectors of the same length")
     n = len(baseline_rr)
     d = ablated_rr - baseline_rr
-    delta = float(d.mean())
-    if n < 2 or np.all(d == d[0]):
+    delta = float(d.mean()) if n else float("nan")
+    if n < 2 or np.ptp(d) <= SPREAD_TOLERANCE:
         return _without_spread(baseline_rr, ablated_rr, d)
     boot = stats.bootstrap((d,), np.mean, n_resamples=n_bootstrap, method="percentile",
                            confidence_level=confidence, vectorized=True, rng=rng)
@@ -70,27 +72,40 @@ def compare_paired(baseline_rr: np.ndarray, ablated_rr: np.ndarray, rng: np.rand
 
 
 def _without_spread(baseline_rr: np.ndarray, ablated_rr: np.ndarray, d: np.ndarray) -> PairedComparison:
-    """Every query's difference is the same, so the tests' statistics are undefined (0/0 or x/0).
+    """Fewer than two queries, or every query's difference the same: the tests' statistics are undefined
+    (0/0 or x/0) in scipy, so they are set here by their definitions.
 
+    One query (or none): no test is possible; t, p, d and the interval are NaN (never significant), and the
+    sign-flip p is 1 (both sign patterns are as extreme as the observed one).
     All zero (the usual case: the ablation changed no rank): no evidence of an effect, t = 0, p = 1, d = 0.
-    All equal and non-zero: t and d are infinite, the t-test's p is 0, and the exact sign-flip p is
-    2 / 2^n (only the observed signs and their full flip are as extreme).
+    All equal and non-zero: t and d are infinite, the t-test's p is 0 (as scipy reports it), and the exact
+    sign-flip p is 2 / 2^n (only the observed signs and their full flip are as extreme).
     """
     n = len(d)
-    delta = float(d.mean()) if n else 0.0
-    if n < 2 or delta == 0.0:
+    nan = float("nan")
+    baseline_mrr = float(baseline_rr.mean()) if n else nan
+    ablated_mrr = float(ablated_rr.mean()) if n else nan
+    if n < 2:
+        delta = float(d.mean()) if n else nan
+        return PairedComparison(baseline_mrr, ablated_mrr, delta, nan, nan, nan, nan, 1.0, nan, n)
+    delta = float(d.mean())
+    if abs(delta) <= SPREAD_TOLERANCE:
         t_stat, p_value, p_perm, cohens_d = 0.0, 1.0, 1.0, 0.0
     else:
         t_stat = cohens_d = float(np.copysign(np.inf, delta))
         p_value, p_perm = 0.0, float(2.0 ** (1 - n))
-    return PairedComparison(float(baseline_rr.mean()), float(ablated_rr.mean()), delta, delta, delta,
-                            t_stat, p_value, p_perm, cohens_d, n)
+    return PairedComparison(baseline_mrr, ablated_mrr, delta, delta, delta, t_stat, p_value, p_perm, cohens_d, n)
 
 
 def adjust_pvalues(pvalues: np.ndarray, method: str = "holm", alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """(adjusted p-values, significant) over all conditions, with statsmodels' multipletests."""
+    """(adjusted p-values, significant) over all conditions, with statsmodels' multipletests.
+
+    Significant means p_adjusted < alpha (strictly). A NaN p-value (a condition with fewer than two queries) takes
+    no part in the correction: its adjusted p is NaN and it is never significant.
+    """
     pvalues = np.asarray(pvalues, dtype=np.float64)
-    if len(pvalues) == 0:
-        return pvalues, pvalues.astype(bool)
-    reject, adjusted, _, _ = multipletests(pvalues, alpha=alpha, method=CORRECTIONS[method])
-    return adjusted, reject
+    adjusted = np.full(pvalues.shape, np.nan)
+    tested = ~np.isnan(pvalues)
+    if tested.any():
+        adjusted[tested] = multipletests(pvalues[tested], alpha=alpha, method=CORRECTIONS[method])[1]
+    return adjusted, tested & (adjusted < alpha)

@@ -9,7 +9,7 @@ COLUMNS = ["condition", "layer", "head", "mode", "side", "baseline_mrr", "ablate
            "n_queries"]
 
 # What the paper versions show, with their headers.
-PRINTED = [("condition", "Head"), ("delta_mrr", "ΔMRR"), ("ci", "95% CI"), ("t_stat", "t"), ("p_value", "p"),
+PRINTED = [("condition", "Head"), ("mask", "Mask"), ("delta_mrr", "ΔMRR"), ("ci", "95% CI"), ("t_stat", "t"), ("p_value", "p"),
            ("p_perm", "p (perm.)"), ("p_adjusted", "p (adj.)"), ("cohens_d", "d"), ("grad_score", "grad."),
            ("significant", "sig.")]
 
@@ -28,7 +28,7 @@ def importance_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _number(value: float, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or np.isnan(value):
         return "–"
     return f"{value:+.{digits}f}"
 
@@ -39,31 +39,49 @@ def _p(value: float) -> str:
     return f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
 
 
+def _statistic(value: float) -> str:
+    if value is None or np.isnan(value):
+        return "–"
+    return f"{value:.2f}" if np.isfinite(value) else ("inf" if value > 0 else "-inf")
+
+
 def printable(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table as strings, formatted for a paper."""
+    """The table as strings, formatted for a paper. A table that mixes masking modes or sides says which row is
+    which in a `Mask` column (the same head appears once per mode and side)."""
     out = pd.DataFrame({
         "condition": frame["condition"],
+        "mask": [f"{mode}, {side}" for mode, side in zip(frame["mode"], frame["side"])],
         "delta_mrr": [_number(v) for v in frame["delta_mrr"]],
         "ci": [f"[{_number(lo)}, {_number(hi)}]" for lo, hi in zip(frame["ci_low"], frame["ci_high"])],
-        "t_stat": [f"{v:.2f}" if np.isfinite(v) else str(v) for v in frame["t_stat"]],
+        "t_stat": [_statistic(v) for v in frame["t_stat"]],
         "p_value": [_p(v) for v in frame["p_value"]],
         "p_perm": [_p(v) for v in frame["p_perm"]],
         "p_adjusted": [_p(v) for v in frame["p_adjusted"]],
-        "cohens_d": [f"{v:.2f}" if np.isfinite(v) else str(v) for v in frame["cohens_d"]],
+        "cohens_d": [_statistic(v) for v in frame["cohens_d"]],
         "grad_score": [f"{v:.3g}" if pd.notna(v) else "–" for v in frame["grad_score"]],
         "significant": ["*" if s else "" for s in frame["significant"]],
     })
-    return out[[c for c, _ in PRINTED]].rename(columns=dict(PRINTED))
+    mixed = out["mask"].nunique() > 1
+    printed = [(c, h) for c, h in PRINTED if mixed or c != "mask"]
+    return out[[c for c, _ in printed]].rename(columns=dict(printed))
 
 
 def to_markdown(frame: pd.DataFrame, caption: str) -> str:
     return f"{caption}\n\n" + printable(frame).to_markdown(index=False, disable_numparse=True) + "\n"
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Text as LaTeX prints it literally (a model path may hold any of & % $ # _ { } ~ ^ \\)."""
+    escaped = "".join(_LATEX_SPECIAL.get(char, char) for char in str(text))
+    return escaped.replace("Δ", r"$\Delta$").replace("×", r"$\times$")
+
+
 def to_latex(frame: pd.DataFrame, caption: str, label: str = "tab:head-importance") -> str:
-    table = printable(frame).rename(columns=lambda c: c.replace("%", r"\%").replace("Δ", r"$\Delta$"))
-    table = table.map(lambda v: str(v).replace("%", r"\%"))
+    table = printable(frame).rename(columns=latex_escape).map(latex_escape)
     body = table.style.hide(axis="index").to_latex(hrules=True, column_format="l" + "r" * (table.shape[1] - 1))
-    caption = caption.replace("_", r"\_").replace("%", r"\%")
     return ("% needs \\usepackage{booktabs}\n\\begin{table}[t]\n\\centering\n\\small\n" + body
-            + f"\\caption{{{caption}}}\n\\label{{{label}}}\n\\end{{table}}\n")
+            + f"\\caption{{{latex_escape(caption)}}}\n\\label{{{label}}}\n\\end{{table}}\n")

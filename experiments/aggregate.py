@@ -10,18 +10,20 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import asdict
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ablation.conditions import Condition
-from ablation.report import ConditionResult, StudyFacts, gradient_agreement, importance_report, write_report
+from ablation.report import ConditionResult, ReportSettings, StudyFacts, gradient_agreement, importance_report, write_report
 from codesearch.errors import UserError
 from heads.naming import parse_head_spec
 
-from .ablate import REPORT_FILES, report_settings
+from .ablate import REPORT_FILES
 from .runs import begin_run, package_versions, write_config, write_json
 from .tracking import RunLog, log_run, resolve_mode
 
@@ -70,14 +72,51 @@ def collect_runs(folder: Path) -> list[Path]:
     return runs
 
 
-def run_aggregate(cfg: DictConfig, study: str) -> Path:
+# The settings behind a table's statistics, as dotted config keys and ReportSettings fields.
+REPORT_KEYS = {"seed": "seed", "ablation.alpha": "alpha", "ablation.correction": "correction",
+               "ablation.primary_test": "primary_test", "ablation.n_bootstrap": "n_bootstrap",
+               "ablation.n_permutations": "n_permutations"}
+
+
+def settings_of_runs(cfg: DictConfig, runs: list[Path], explicit: set[str]) -> tuple[ReportSettings, dict]:
+    """The statistics settings the runs were made with (they must agree), except those the user set on purpose
+    for the aggregation; and, for run.json, where each came from. Recomputed with the runs' own settings, the
+    table is the one `ablate` makes over the same heads."""
+    chosen, sources, first_run = {}, {}, {}
+    for run in runs:
+        config_file = run / "config.yaml"
+        if not config_file.is_file():
+            raise UserError(f"{run}: no config.yaml, so the settings of its statistics are unknown")
+        run_cfg = OmegaConf.load(config_file)
+        for key in REPORT_KEYS:
+            value = OmegaConf.select(run_cfg, key)
+            if key not in chosen:
+                chosen[key], first_run[key] = value, run
+            elif value != chosen[key]:
+                raise UserError(f"{run} has {key}={value} but {first_run[key]} has {key}={chosen[key]}: the runs "
+                                f"were not made with one setting; aggregate them separately")
+    for key in REPORT_KEYS:
+        given = OmegaConf.select(cfg, key)
+        given = str(given) if isinstance(given, Enum) else given
+        if key in explicit or chosen[key] is None:
+            sources[key] = "aggregate command"
+            if chosen[key] is not None and given != chosen[key]:
+                print(f"note: {key}={given} given here; the runs were made with {chosen[key]}")
+            chosen[key] = given
+        else:
+            sources[key] = "runs"
+    return ReportSettings(**{field: chosen[key] for key, field in REPORT_KEYS.items()}), sources
+
+
+def run_aggregate(cfg: DictConfig, study: str, explicit: set[str] | None = None) -> Path:
     started = time.perf_counter()
     folder = study_folder(cfg, study)
     runs = collect_runs(folder)
+    settings, setting_sources = settings_of_runs(cfg, runs, explicit or set())
     first = json.loads((runs[0] / MARKER).read_text())
     model = first["model"]
     baseline = None
-    results: dict[tuple[str, str, str], ConditionResult] = {}
+    results: dict[tuple[str, str, str], tuple[ConditionResult, Path]] = {}
     for run in runs:
         record = json.loads((run / MARKER).read_text())
         if record["task_fingerprint"] != first["task_fingerprint"] or record["protocol"]["protocol"] != \
@@ -96,15 +135,18 @@ def run_aggregate(cfg: DictConfig, study: str) -> Path:
             if "mode" in rows:
                 rows = rows[(rows["mode"] == row["mode"]) & (rows["side"] == row["side"])]
             key = (row["condition"], row["mode"], row["side"])
-            rr = rows["rr"].to_numpy()
-            if key in results and not np.array_equal(results[key].rr, rr):
-                raise UserError(f"{run}: condition {key[0]} ({key[1]}, {key[2]}) has other ranks than in an "
-                                f"earlier run of the same study")
-            results[key] = ConditionResult(
-                _condition(row["condition"], row["mode"], row["side"], model["layers"], model["heads"]), rr,
-                None if pd.isna(row["grad_score"]) else float(row["grad_score"]))
-    settings = report_settings(cfg)
-    frame, per_query_out = importance_report(baseline["rr"].to_numpy(), list(results.values()),
+            result = ConditionResult(
+                _condition(row["condition"], row["mode"], row["side"], model["layers"], model["heads"]),
+                rows["rr"].to_numpy(), None if pd.isna(row["grad_score"]) else float(row["grad_score"]))
+            if key in results:  # the same condition run twice (a retried sweep run) must agree with itself
+                earlier, earlier_run = results[key]
+                what = ("ranks" if not np.array_equal(earlier.rr, result.rr) else
+                        "grad_score" if earlier.grad_score != result.grad_score else None)
+                if what:
+                    raise UserError(f"{run}: condition {key[0]} ({key[1]}, {key[2]}) has another {what} than in "
+                                    f"{earlier_run}; remove one of the two runs")
+            results[key] = (result, run)
+    frame, per_query_out = importance_report(baseline["rr"].to_numpy(), [result for result, _ in results.values()],
                                              baseline["query_id"].tolist(), settings)
     facts = StudyFacts(model=model["name"], baseline_mrr=float(baseline["rr"].mean()), n_queries=len(baseline),
                        protocol=first["protocol"]["protocol"],
@@ -121,6 +163,7 @@ def run_aggregate(cfg: DictConfig, study: str) -> Path:
         "n_conditions": len(frame), "n_significant": int(frame["significant"].sum()),
         "baseline_mrr": facts.baseline_mrr, "protocol": first["protocol"], "model": model,
         "corpus_hash": first["corpus_hash"], "task_fingerprint": first["task_fingerprint"],
+        "report_settings": asdict(settings), "report_settings_from": setting_sources,
         "correction": settings.correction, "primary_test": settings.primary_test, "alpha": settings.alpha,
         "gradient_vs_exact": gradient_agreement(frame), "files": files + ["config.yaml"],
         "versions": package_versions(), "timings": {"total_s": round(time.perf_counter() - started, 3)},

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from codesearch.errors import UserError
 
-from .config import COMMAND_SECTIONS, describe_options, load_config
+from .config import COMMAND_SECTIONS, describe_options, explicit_keys, load_config
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                  for name, _ in COMMANDS[args.command].arguments}
         if args.command == "sweep":  # the sweep checks what it may pass on to its runs
             extra.update(overrides=args.overrides, config_files=args.config)
+        if args.command == "aggregate":  # settings not set on purpose come from the runs aggregated
+            extra.update(explicit=explicit_keys(args.config, args.overrides))
         runner(cfg, **extra)
     except UserError as exc:
         print(f"codebert-heads {args.command}: error: {exc}", file=sys.stderr)

@@ -327,6 +327,24 @@ def load_config(command: str, config_files: list[str] | None = None, overrides: 
     return cfg
 
 
+def explicit_keys(config_files: list[str] | None = None, overrides: list[str] | None = None) -> set[str]:
+    """The dotted keys a user set on purpose: in --config files or on the command line (not the presets)."""
+    keys = {item.lstrip("-").split("=", 1)[0] for item in overrides or []}
+    for name in config_files or []:
+        keys |= _leaf_keys(OmegaConf.to_container(OmegaConf.load(_config_file(name)), resolve=False))
+    return keys
+
+
+def _leaf_keys(tree: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in (tree or {}).items():
+        if isinstance(value, dict):
+            keys |= _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
 def _merge(cfg: DictConfig, other, origin: str) -> DictConfig:
     try:
         return OmegaConf.merge(cfg, other)

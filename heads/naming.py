@@ -76,12 +76,19 @@ def parse_head_spec(spec: str, n_layers: int, n_heads: int) -> list[HeadId]:
 
 
 def head_set_name(spec: str) -> str:
-    """The name of a head set in tables and runs: `3.5,4.1` -> `L3H5+L4H1`, `3.*` -> `L3H*`."""
-    parts = []
+    """The name of a head set in tables and runs: `3.5,4.1` -> `L3H5+L4H1`, `3.*` -> `L3H*`.
+
+    Parts are put in layer/head order and repeats dropped, so `4.1,3.5` names the same condition as `3.5,4.1`.
+    """
+    parts = set()
     for raw in str(spec).split(","):
         part = raw.strip()
         if part in ("*", "*.*", "all"):
             part = "*.*"
         match = _PART.match(part) or _NAMED_PART.match(part)
-        parts.append(f"L{match.group(1)}H{match.group(2)}" if match else part)
-    return "+".join(parts)
+        parts.add(match.groups() if match else (part, ""))
+
+    def order(part: tuple[str, str]):  # numbers in numeric order, a wildcard before them
+        return tuple((-1, "") if text == "*" else (int(text), "") if text.isdigit() else (-2, text) for text in part)
+
+    return "+".join(f"L{layer}H{head}" if head else layer for layer, head in sorted(parts, key=order))

@@ -12,6 +12,7 @@ from ablation.conditions import Condition, build_conditions
 from ablation.engine import head_means, masked_embeddings, run_conditions
 from ablation.gradient import gradient_scores, retrieval_loss
 from ablation.stats import adjust_pvalues, compare_paired, condition_rng
+from ablation.table import importance_frame, latex_escape, to_latex, to_markdown
 from codesearch.errors import UserError
 from codesearch.metrics import whole_pool
 from heads.encoder import load_encoder
@@ -137,6 +138,30 @@ def test_untouched_queries_give_no_effect():
             result.cohens_d) == (0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0)
 
 
+def test_differences_without_spread_get_their_limits():
+    # Equal differences up to float noise (1/2 - 1/3 and 1/3 - 1/6) are constant: infinite t and d, not 1e16.
+    constant = compare_paired(np.array([1 / 2, 1 / 3]), np.array([1 / 3, 1 / 6]), condition_rng(0, "x"))
+    assert (constant.t_stat, constant.cohens_d, constant.p_value) == (-np.inf, -np.inf, 0.0)
+    assert constant.p_perm == 0.5 and constant.ci_low == constant.ci_high == pytest.approx(-1 / 6)
+    # One query: no test is possible, and nothing may look significant.
+    single = compare_paired(np.array([0.5]), np.array([0.25]), condition_rng(0, "x"))
+    assert single.delta_mrr == -0.25 and single.p_perm == 1.0
+    assert all(np.isnan(v) for v in (single.t_stat, single.p_value, single.cohens_d, single.ci_low))
+
+
+def test_a_condition_without_a_test_takes_no_part_in_the_correction():
+    p = np.array([0.01, np.nan, 0.02])
+    for method, reference in (("holm", "holm"), ("bh", "fdr_bh")):
+        adjusted, significant = adjust_pvalues(p, method, 0.05)
+        np.testing.assert_allclose(adjusted[[0, 2]], multipletests([0.01, 0.02], method=reference)[1])
+        assert np.isnan(adjusted[1]) and significant.tolist() == [True, False, True]
+
+
+def test_significant_means_strictly_below_alpha():
+    adjusted, significant = adjust_pvalues(np.array([0.025, 0.5]), "holm", 0.05)
+    assert adjusted[0] == pytest.approx(0.05) and not significant[0]   # statsmodels' reject would say True here
+
+
 def test_same_seed_and_name_same_numbers_whatever_the_order():
     baseline, ablated = paired_vectors()
     a = compare_paired(baseline, ablated, condition_rng(7, "L2H3"), n_bootstrap=500, n_permutations=500)
@@ -157,6 +182,30 @@ def test_corrections_against_statsmodels_and_by_hand():
     assert significant.tolist() == (expected < 0.05).tolist()
     bh, _ = adjust_pvalues(p, "bh", 0.05)
     np.testing.assert_allclose(bh, multipletests(p, method="fdr_bh")[1])
+
+
+# ---------------------------------------------------------------- paper tables
+
+def _table_rows(modes: list[str]) -> list[dict]:
+    return [dict(condition="L1H2", layer=1, head=2, mode=mode, side="both", baseline_mrr=0.5, ablated_mrr=0.4,
+                 delta_mrr=-0.1, ci_low=-0.15, ci_high=-0.05, t_stat=-3.0, p_value=0.004, p_perm=0.005,
+                 p_adjusted=0.008, cohens_d=-0.4, significant=True, grad_score=0.2, n_queries=50)
+            for mode in modes]
+
+
+def test_paper_tables_tell_apart_rows_of_other_masks():
+    one_mode = to_markdown(importance_frame(_table_rows(["zero"])), "caption")
+    assert "Mask" not in one_mode and "| L1H2" in one_mode and "-0.1000" in one_mode
+    mixed = importance_frame(_table_rows(["zero", "mean"]))
+    assert "zero, both" in to_markdown(mixed, "c") and "mean, both" in to_markdown(mixed, "c")
+    assert "zero, both" in to_latex(mixed, "c")
+
+
+def test_latex_prints_any_model_name_literally():
+    assert latex_escape("a_b & c% $x# {y} ~z^ \\w") == (r"a\_b \& c\% \$x\# \{y\} \textasciitilde{}z"
+                                                      r"\textasciicircum{} \textbackslash{}w")
+    latex = to_latex(importance_frame(_table_rows(["zero"])), "Head ablation of /models/my_model&co (MRR 0.5)")
+    assert r"/models/my\_model\&co" in latex and r"$\Delta$MRR" in latex
 
 
 # ---------------------------------------------------------------- gradient estimate

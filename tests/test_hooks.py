@@ -170,3 +170,5 @@ def test_one_name_for_a_head():
     assert (head.name, head.spec, str(head)) == ("L3H7", "3.7", "L3H7")
     assert parse_head_name("3.7") == head
     assert head_set_name("3.5,4.1") == "L3H5+L4H1" and head_set_name("3.*") == "L3H*"
+    # One set, one name, however the spec lists it.
+    assert head_set_name("4.1, 3.5,3.5") == "L3H5+L4H1" and head_set_name("2.10,L5H*,2.9") == "L2H9+L2H10+L5H*"

@@ -134,7 +134,8 @@ def write_sweep(path: Path, parameters: dict, program: Path = REPO / "sweeps" / 
 def test_sweep_interrupted_resumed_then_aggregated_equals_one_ablate(tmp_path, pairs_file, tiny_bert_dir):
     runs = tmp_path / "runs"
     fixed = {"data.path": str(pairs_file), "model.name": str(tiny_bert_dir), "runs_dir": str(runs),
-             "ablation.n_bootstrap": 300, "ablation.n_permutations": 300, "progress": False, "model.batch_size": 5}
+             "ablation.n_bootstrap": 300, "ablation.n_permutations": 300, "progress": False, "model.batch_size": 5,
+             "seed": 3, "ablation.correction": "bh"}
     sweep = write_sweep(tmp_path / "grid.yaml", {**fixed, "ablation.layer": [0, 1], "ablation.head": [0, 3]})
     assert main(["sweep", str(sweep), "--count", "3", f"runs_dir={runs}"]) == 0   # stopped after three runs
     state_file = next((runs / "sweeps").glob("grid-*/state.json"))
@@ -152,8 +153,8 @@ def test_sweep_interrupted_resumed_then_aggregated_equals_one_ablate(tmp_path, p
     record, summary = inspect(offline_runs(study)[0])
     assert record["display_name"].startswith("abl-L0") and "eval/delta_mrr" in summary["summary"]
     assert "stats/significant" not in summary["summary"]   # no correction over a family of one head
-    assert main(["aggregate", str(study), f"runs_dir={runs}", "ablation.n_bootstrap=300",
-                 "ablation.n_permutations=300", "wandb.mode=offline"]) == 0
+    # The statistics settings come from the runs: none is repeated here.
+    assert main(["aggregate", str(study), f"runs_dir={runs}", "wandb.mode=offline"]) == 0
     assert main(["ablate", *[f"{k}={v}" for k, v in fixed.items()], "ablation.heads=0.0,0.3,1.0,1.3",
                  f"output_dir={tmp_path / 'one'}"]) == 0
     aggregated = (study / "aggregate" / "importance.csv").read_text()
@@ -163,14 +164,36 @@ def test_sweep_interrupted_resumed_then_aggregated_equals_one_ablate(tmp_path, p
     # Another way of masking in the same study: the aggregate keeps each, one heatmap per way.
     assert main(["ablate", *[f"{k}={v}" for k, v in fixed.items()], "ablation.heads=0.0",
                  "ablation.mode=resample"]) == 0
-    assert main(["aggregate", str(study), f"runs_dir={runs}", "ablation.n_bootstrap=300",
-                 "ablation.n_permutations=300"]) == 0
+    assert main(["aggregate", str(study), f"runs_dir={runs}"]) == 0
     table = pd.read_csv(study / "aggregate" / "importance.csv")
     assert sorted(zip(table["condition"], table["mode"]))[:2] == [("L0H0", "resample"), ("L0H0", "zero")]
     assert {p.name for p in (study / "aggregate").glob("heatmap*.png")} == {"heatmap-resample-both.png",
                                                                           "heatmap-zero-both.png"}
     record, _ = inspect(max(offline_runs(study), key=lambda p: p.stat().st_mtime))
     assert record["job_type"] == "aggregate" and record["run_group"] == study.name
+
+
+def test_aggregate_takes_the_runs_settings_and_refuses_runs_that_disagree(tmp_path, pairs_file, tiny_bert_dir,
+                                                                          capsys):
+    runs = tmp_path / "runs"
+    fixed = [f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"runs_dir={runs}", "progress=false",
+             "ablation.n_permutations=200", "ablation.gradient=false"]
+    assert main(["ablate", *fixed, "ablation.heads=0.0", "ablation.n_bootstrap=200"]) == 0
+    assert main(["ablate", *fixed, "ablation.heads=0.3", "ablation.n_bootstrap=200"]) == 0
+    study = only_study(runs)
+    # A correction chosen for the aggregation on purpose wins; the rest comes from the runs.
+    assert main(["aggregate", str(study), "ablation.correction=bh", "ablation.alpha=0.1"]) == 0
+    record = json.loads((study / "aggregate" / "run.json").read_text())
+    assert record["report_settings"] == {"seed": 0, "alpha": 0.1, "correction": "bh", "primary_test": "t",
+                                         "n_bootstrap": 200, "n_permutations": 200}
+    assert record["report_settings_from"]["ablation.correction"] == "aggregate command"
+    assert record["report_settings_from"]["ablation.n_bootstrap"] == "runs"
+
+    assert main(["ablate", *fixed, "ablation.heads=1.0", "ablation.n_bootstrap=300"]) == 0
+    capsys.readouterr()
+    assert main(["aggregate", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert "ablation.n_bootstrap=" in err and "not made with one setting" in err
 
 
 def test_a_run_interrupted_inside_is_run_again_on_resume(tmp_path):
