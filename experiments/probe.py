@@ -49,21 +49,24 @@ def _split_cfg(cfg: DictConfig, split: str, limit: int) -> DictConfig:
     return OmegaConf.merge(cfg, {"data": {"split": split, "max_queries": limit}})
 
 
-def _signature(encoder: Encoder, split: LabelledSplit, kind: str, cfg: DictConfig, max_tokens: int) -> dict:
+def _signature(encoder: Encoder, split: LabelledSplit, keep: list[np.ndarray], kind: str, cfg: DictConfig,
+               max_tokens: int) -> dict:
+    """What a feature store holds: the inputs and which of their token positions (the labelled ones kept)."""
     digest = hashlib.sha256(json.dumps([split.token_ids, split.query_ids]).encode()).hexdigest()[:16]
+    positions = hashlib.sha256(json.dumps([p.tolist() for p in keep]).encode()).hexdigest()[:16]
     return {"model": encoder.info.name, "revision": encoder.info.revision, "kind": kind, "split": split.name,
-            "inputs": digest, "max_tokens": max_tokens, "seed": cfg.seed, "batch_size": cfg.model.batch_size,
-            "device": str(encoder.device)}
+            "inputs": digest, "positions": positions, "max_tokens": max_tokens, "seed": cfg.seed,
+            "batch_size": cfg.model.batch_size, "device": str(encoder.device)}
 
 
 def _stores(cfg: DictConfig, encoder: Encoder, kind: str, split: LabelledSplit, max_tokens: int,
             need_queries: bool) -> tuple[FeatureStore, FeatureStore | None]:
     """The split's code features (tokens and pooled) and, for the matching task, its queries' pooled features."""
     root = study_dir(cfg) / "features" / f"{kind}-{encoder.info.revision.replace(':', '-')[:24]}" / split.name
-    signature = _signature(encoder, split, kind, cfg, max_tokens)
+    keep = kept_positions(split, max_tokens, cfg.seed)
+    signature = _signature(encoder, split, keep, kind, cfg, max_tokens)
     code_folder, query_folder = root / "code", root / "query"
     if not store_matches(code_folder, signature):
-        keep = kept_positions(split, max_tokens, cfg.seed)
         extract_features(encoder, split.token_ids, keep, code_folder, signature, cfg.model.batch_size,
                          progress=cfg.progress, desc=f"{kind} head features ({split.name} code)")
     queries = None

@@ -65,7 +65,9 @@ def label_split(name: str, encoder: Encoder, examples: list[Example], max_code_l
     query_ids = encoder.tokenize([e.query for e in examples], max_query_length)
     per_token, per_sequence = [], []
     for example, spans in zip(examples, offsets):
-        leaves, sequence = syntax_leaves(example.code, example.language)
+        # Function-level labels describe what the model sees: the code up to its last kept token.
+        seen = max((end for _, end in spans), default=0)
+        leaves, sequence = syntax_leaves(example.code, example.language, visible_chars=seen)
         per_token.append(token_labels(leaves, spans, example.code))
         per_sequence.append([sequence[t] for t in SEQUENCE_TASKS])
     return LabelledSplit(name, examples, code_ids, query_ids, per_token,

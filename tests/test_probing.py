@@ -84,6 +84,84 @@ def test_sequence_labels_in_every_language(language):
     assert {CATEGORIES[leaf.category] for leaf in leaves} >= {"keyword", "identifier", "delimiter"}
 
 
+RECURSION = [  # (language, code, calls itself?)
+    ("python", "def walk(self, n):\n    for c in n:\n        self.walk(c)", 1),
+    ("python", "def __init__(self, x):\n    super().__init__(x)", 0),
+    ("python", "def read(self):\n    return self._fh.read()", 0),
+    ("go", "func (s *Server) Walk(n int) int {\n\treturn s.Walk(n-1)\n}", 1),
+    ("go", "func (s *Server) Close() error {\n\treturn s.conn.Close()\n}", 0),
+    ("java", "public int fact(int n) { return n * fact(n - 1); }", 1),
+    ("java", "@Override\npublic void close() { super.close(); }", 0),
+    ("javascript", "walk(n) {\n  for (const c of n) { this.walk(c); }\n}", 1),
+    ("javascript", "get(k) {\n  return this.map.get(k);\n}", 0),
+    ("php", "public static function walk($n) { return self::walk($n); }", 1),
+    ("php", "public function save() { return parent::save(); }", 0),
+    ("ruby", "def walk(n)\n  self.walk(n)\nend", 1),
+    ("ruby", "def save\n  super\nend", 0),
+]
+
+
+@pytest.mark.parametrize("language, code, expected", RECURSION)
+def test_recursion_is_a_call_to_the_function_itself_not_to_a_namesake(language, code, expected):
+    assert syntax_leaves(code, language)[1]["is_recursive"] == expected
+
+
+def test_a_plain_ruby_begin_block_is_no_exception_handling():
+    assert syntax_leaves("def f(x)\n  begin\n    x\n  end\nend", "ruby")[1]["has_exception_handling"] == 0
+
+
+RICH = {  # many kinds of leaf per language: every one that is code gets a category
+    "java": "@Override\npublic static <T> boolean get(final String[] a) throws IOException {\n"
+            "  this.x = super.y; boolean ok = true; char c = 'c';\n  Object o = (Object) a; return ok;\n}",
+    "javascript": "get({a, b}, ...rest) {\n  const self = this; let x = `t ${a}`, y = /re/g, z = null;\n"
+                  "  class A extends B { constructor() { super(); } }\n  return new P((r) => r(this.x));\n}",
+    "php": "public static function get(array $a, ?int $b = null): ?string\n{\n"
+           "  $x = self::$c[$a] ?? parent::get($a); $r = (int) $a; return $this->get($a);\n}",
+    "ruby": "def self.get(a, *args, b: 1, &blk)\n  @x = @@y + $z\n  h = { a: 1, 'b' => 2 }; arr = %w[a b]\n"
+            "  yield self if block_given?\n  super\nend",
+}
+
+
+@pytest.mark.parametrize("language", sorted(RICH))
+def test_every_code_leaf_has_a_category(language):
+    code = RICH[language]
+    leaves, _ = syntax_leaves(code, language)
+    covered = np.zeros(len(code), dtype=bool)
+    for leaf in leaves:
+        covered[leaf.start:leaf.end] = True
+    uncovered = "".join(ch if not ok else " " for ch, ok in zip(code, covered)).split()
+    assert uncovered == []
+
+
+def test_tokens_inside_parse_errors_have_no_label():
+    code = "def f(x):\n    return x +\n"           # the expression after return is cut off
+    leaves, _ = syntax_leaves(code, "python")
+    labelled = {code[leaf.start:leaf.end] for leaf in leaves}
+    assert "def" in labelled and "+" not in labelled
+
+
+def test_function_labels_describe_only_what_the_model_sees():
+    code = "def f(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return total\n"
+    cut = code.index("for")
+    assert syntax_leaves(code, "python")[1]["has_loop"] == 1
+    assert syntax_leaves(code, "python", visible_chars=cut)[1] == {
+        "has_loop": 0, "has_conditional": 0, "has_exception_handling": 0, "is_recursive": 0, "returns_value": 0}
+    # Multibyte characters before the cut: the limit is in characters, tree-sitter counts bytes.
+    wide = "def f(xs):\n    s = 'éé😀'\n    for x in xs:\n        pass\n"
+    assert syntax_leaves(wide, "python", visible_chars=wide.index("for"))[1]["has_loop"] == 0
+    assert syntax_leaves(wide, "python", visible_chars=wide.index("for") + 1)[1]["has_loop"] == 1
+
+
+def test_a_method_cut_out_of_its_class_is_parsed_inside_one():
+    code = "get(k) {\n  for (const x of k) { f(x); }\n  return this.m[k];\n}"
+    leaves, sequence = syntax_leaves(code, "javascript")
+    first = min(leaves, key=lambda leaf: leaf.start)
+    assert code[first.start:first.end] == "get" and CATEGORIES[first.category] == "identifier"
+    assert not first.flags[2]                      # a method's name is no call
+    assert sequence["has_loop"] == 1 and sequence["returns_value"] == 1
+    assert max(leaf.end for leaf in leaves) == len(code)    # no leaf of the wrapper
+
+
 def test_tokens_map_to_leaves_through_real_tokenizer_offsets(builtin_encoder):
     code = 'def total(values):\n    return sum(v * 2 for v in values)  # double\n'
     ids, offsets = builtin_encoder.tokenize_with_offsets([code], 64)
