@@ -109,3 +109,18 @@ def adjust_pvalues(pvalues: np.ndarray, method: str = "holm", alpha: float = 0.0
     if tested.any():
         adjusted[tested] = multipletests(pvalues[tested], alpha=alpha, method=CORRECTIONS[method])[1]
     return adjusted, tested & (adjusted < alpha)
+
+
+def unreachable_significance(n_conditions: int, settings) -> str | None:
+    """A warning when no condition can be significant: a sign-flip p is never below 2/(n_permutations + 1)
+    (scipy counts the observed statistic among the resamples), and Holm multiplies the smallest p by the
+    number of conditions. (BH's smallest adjusted p can stay at that floor.)"""
+    if settings.primary_test != "permutation" or settings.correction != "holm" or n_conditions < 2:
+        return None
+    floor = 2 / (settings.n_permutations + 1)
+    if n_conditions * floor < settings.alpha:
+        return None
+    needed = int(np.ceil(2 * n_conditions / settings.alpha))
+    return (f"with the permutation test and Holm over {n_conditions} conditions, no p_adjusted can fall below "
+            f"{n_conditions * floor:.3g} >= alpha {settings.alpha}: raise ablation.n_permutations above {needed}, "
+            f"or use ablation.primary_test=t or ablation.correction=bh")

@@ -25,6 +25,7 @@ from ablation.report import (
     importance_report,
     write_report,
 )
+from ablation.stats import unreachable_significance
 from codesearch.errors import UserError
 from codesearch.metrics import evaluate_protocol
 from heads.naming import head_set_name
@@ -120,6 +121,10 @@ def run_ablate(cfg: DictConfig) -> Path:
             by_score = sorted(conditions, key=lambda c: (-abs(grad[c.single_head.layer, c.single_head.head]), c.name))
             chosen = {c.name for c in by_score[:a.top_k]}
             conditions = [c for c in conditions if c.name in chosen]
+
+    warning = unreachable_significance(len(conditions), report_settings(cfg))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
     # Exact ablations, each saved as soon as it is done.
     mark = time.perf_counter()

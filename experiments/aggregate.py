@@ -8,6 +8,7 @@ multiple-comparison correction applied over all runs, exported as `ablate` expor
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablation.conditions import Condition
 from ablation.report import ConditionResult, ReportSettings, StudyFacts, gradient_agreement, importance_report, write_report
+from ablation.stats import unreachable_significance
 from codesearch.errors import UserError
 from heads.naming import parse_head_spec
 
@@ -146,6 +148,9 @@ def run_aggregate(cfg: DictConfig, study: str, explicit: set[str] | None = None)
                     raise UserError(f"{run}: condition {key[0]} ({key[1]}, {key[2]}) has another {what} than in "
                                     f"{earlier_run}; remove one of the two runs")
             results[key] = (result, run)
+    warning = unreachable_significance(len(results), settings)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     frame, per_query_out = importance_report(baseline["rr"].to_numpy(), [result for result, _ in results.values()],
                                              baseline["query_id"].tolist(), settings)
     facts = StudyFacts(model=model["name"], baseline_mrr=float(baseline["rr"].mean()), n_queries=len(baseline),

@@ -11,7 +11,8 @@ from statsmodels.stats.multitest import multipletests
 from ablation.conditions import Condition, build_conditions
 from ablation.engine import head_means, masked_embeddings, run_conditions
 from ablation.gradient import gradient_scores, retrieval_loss
-from ablation.stats import adjust_pvalues, compare_paired, condition_rng
+from ablation.report import ReportSettings
+from ablation.stats import adjust_pvalues, compare_paired, condition_rng, unreachable_significance
 from ablation.table import importance_frame, latex_escape, to_latex, to_markdown
 from codesearch.errors import UserError
 from codesearch.metrics import whole_pool
@@ -160,6 +161,19 @@ def test_a_condition_without_a_test_takes_no_part_in_the_correction():
 def test_significant_means_strictly_below_alpha():
     adjusted, significant = adjust_pvalues(np.array([0.025, 0.5]), "holm", 0.05)
     assert adjusted[0] == pytest.approx(0.05) and not significant[0]   # statsmodels' reject would say True here
+
+
+def test_a_warning_when_the_permutation_floor_makes_significance_unreachable():
+    # The floor: an effect no sign flip comes near still gets p_perm = 2 / (n_permutations + 1).
+    baseline = np.linspace(0.2, 0.9, 30)
+    strong = compare_paired(baseline, baseline - 0.5 + np.linspace(0, 0.01, 30), condition_rng(0, "x"),
+                            n_bootstrap=200, n_permutations=999)
+    assert strong.p_perm == pytest.approx(2 / 1000)
+    settings = ReportSettings(primary_test="permutation", correction="holm", n_permutations=999, alpha=0.05)
+    warning = unreachable_significance(72, settings)           # 72 x 0.002 = 0.144 >= 0.05
+    assert warning and "above 2880" in warning
+    assert unreachable_significance(24, settings) is None        # 24 x 0.002 = 0.048 < 0.05
+    assert unreachable_significance(72, ReportSettings(primary_test="t", n_permutations=999)) is None
 
 
 def test_same_seed_and_name_same_numbers_whatever_the_order():
