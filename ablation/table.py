@@ -9,9 +9,9 @@ COLUMNS = ["condition", "layer", "head", "mode", "side", "baseline_mrr", "ablate
            "n_queries"]
 
 # What the paper versions show, with their headers.
-PRINTED = [("condition", "Head"), ("mask", "Mask"), ("delta_mrr", "ΔMRR"), ("ci", "95% CI"), ("t_stat", "t"), ("p_value", "p"),
-           ("p_perm", "p (perm.)"), ("p_adjusted", "p (adj.)"), ("cohens_d", "d"), ("grad_score", "grad."),
-           ("significant", "sig.")]
+PRINTED = [("condition", "Head"), ("mask", "Mask"), ("delta_mrr", "ΔMRR"), ("ci", "95% CI"),
+           ("t_stat", "t"), ("p_value", "p"), ("p_perm", "p (perm.)"), ("p_adjusted", "p (adj.)"),
+           ("cohens_d", "d"), ("grad_score", "grad."), ("significant", "sig.")]
 
 
 def importance_frame(rows: list[dict]) -> pd.DataFrame:

@@ -37,7 +37,7 @@ def main() -> None:
 
     cfg = load_config("probe", [], [f"probe.task={args.task}", "progress=false", *args.overrides])
     task = TASKS[args.task]
-    encoder, splits, _, stores = prepare(cfg, [task])
+    encoder, splits, _, stores, _, _ = prepare(cfg, [task])
     data = task_data(task, splits, stores["pretrained"], cfg.seed)
     train, test = data["train"], data["test"]
     n_classes = len(task.classes)

@@ -20,7 +20,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ablation.conditions import Condition
-from ablation.report import ConditionResult, ReportSettings, StudyFacts, gradient_agreement, importance_report, write_report
+from ablation.report import (
+    ConditionResult,
+    ReportSettings,
+    StudyFacts,
+    gradient_agreement,
+    importance_report,
+    write_report,
+)
 from ablation.stats import unreachable_significance
 from codesearch.errors import UserError
 from heads.naming import parse_head_spec

@@ -124,9 +124,12 @@ def _fit(cfg: DictConfig, task: ProbeTask, data: dict[str, ProbeData], seed: int
                      len(task.classes), seed, l2=tuple(p.l2), steps=p.steps, batch_size=p.batch_size, lr=p.lr)
 
 
-def prepare(cfg: DictConfig, tasks: list[ProbeTask]):
-    """(encoder, labelled splits, loaded data, feature stores by model kind and split), checking every input
-    before computing features."""
+def prepare(cfg: DictConfig, tasks: list[ProbeTask], skip_one_class: bool = False):
+    """(encoder, labelled splits, loaded data, feature stores by model kind and split, the tasks to probe,
+    the tasks skipped with why), checking every input before computing features.
+
+    A task with one class only in some split is an error, or (`skip_one_class`, for `task=all`) skipped with
+    a warning: on a small corpus `all` still probes what it can."""
     p = cfg.probe
     encoder = encoder_from_config(cfg)
 
@@ -135,6 +138,7 @@ def prepare(cfg: DictConfig, tasks: list[ProbeTask]):
     loaded = {name: load_data(_split_cfg(cfg, name, limits[name])) for name in SPLITS}
     splits = {name: label_split(name, encoder, loaded[name].task.examples, cfg.model.max_code_length,
                                 cfg.model.max_query_length) for name in SPLITS}
+    skipped: dict[str, str] = {}
     for task in tasks:
         if task.level == "token":
             by_split = {n: np.concatenate([t[:, task.column] for t in s.token_labels]) for n, s in splits.items()}
@@ -142,13 +146,23 @@ def prepare(cfg: DictConfig, tasks: list[ProbeTask]):
             by_split = {n: s.sequence_labels[:, task.column] for n, s in splits.items()}
         else:
             by_split = {n: np.array([0, 1]) for n in splits}
-        check_classes(task, by_split)
+        try:
+            check_classes(task, by_split)
+        except UserError as exc:
+            if not skip_one_class:
+                raise
+            skipped[task.name] = str(exc)
+            print(f"warning: skipped: {exc}", file=sys.stderr)
+    tasks = [t for t in tasks if t.name not in skipped]
+    if not tasks:
+        raise UserError("no probing task has two classes in every split of this corpus: "
+                        + "; ".join(skipped.values()))
     need_queries = any(t.level == "pair" for t in tasks)
     token_limits = {"train": p.max_train_tokens, "valid": p.max_eval_tokens, "test": p.max_eval_tokens}
     models = {"pretrained": encoder, "random_init": random_init_copy(encoder, p.random_init_seed)}
     stores = {kind: {name: _stores(cfg, model, kind, splits[name], token_limits[name], need_queries)
                      for name in SPLITS} for kind, model in models.items()}
-    return encoder, splits, loaded, stores
+    return encoder, splits, loaded, stores, tasks, skipped
 
 
 def run_probe(cfg: DictConfig) -> Path:
@@ -157,7 +171,7 @@ def run_probe(cfg: DictConfig) -> Path:
     p = cfg.probe
     tasks = resolve_tasks(str(p.task))
     out = run_dir(cfg, "probe", "all" if str(p.task) == "all" else str(p.task).replace(",", "+"))
-    encoder, splits, loaded, stores = prepare(cfg, tasks)
+    encoder, splits, loaded, stores, tasks, skipped = prepare(cfg, tasks, skip_one_class=str(p.task) == "all")
     timings = {"setup_and_features_s": time.perf_counter() - started}
 
     mark = time.perf_counter()
@@ -190,6 +204,7 @@ def run_probe(cfg: DictConfig) -> Path:
     timings["total_s"] = time.perf_counter() - started
     run = {
         "command": "probe", "study": study_name(cfg), "config": to_plain(cfg), "tasks": [t.name for t in tasks],
+        "skipped_tasks": skipped,
         "seeds": seeds, "model": encoder.info.name, "model_revision": encoder.info.revision,
         "corpus_hash": loaded["test"].corpus_hash,
         "n_functions": {n: len(s.examples) for n, s in splits.items()},

@@ -368,6 +368,17 @@ def test_a_task_with_one_class_is_refused_before_features(tmp_path, probe_corpus
     assert "probing task is_recursive has one class only in the train split (no)" in capsys.readouterr().err
 
 
+def test_all_tasks_skip_a_task_with_one_class_and_say_so(tmp_path, probe_corpus, tiny_bert_dir, capsys):
+    assert main(["probe", f"data.path={probe_corpus}", f"model.name={tiny_bert_dir}", f"runs_dir={tmp_path}",
+                 "task=all", "probe.seeds=1", "probe.steps=5", "progress=false"]) == 0
+    assert "warning: skipped: probing task is_recursive has one class only" in capsys.readouterr().err
+    (out,) = tmp_path.glob("*/probe/all")
+    run = json.loads((out / "run.json").read_text())
+    assert "is_recursive" in run["skipped_tasks"] and "is_recursive" not in run["tasks"]
+    assert {"token_category", "query_code_match"} <= set(run["tasks"])
+    assert set(pd.read_csv(out / "probes.csv")["task"]) == set(run["tasks"])
+
+
 def test_token_sampling_is_seeded_and_bounded(tiny_bert_dir):
     encoder = load_encoder(str(tiny_bert_dir))
     split = label_split("train", encoder, loop_corpus(10), 96, 16)
