@@ -93,6 +93,16 @@ def settings_key(settings: CorpusSettings) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def source_fingerprint(settings: CorpusSettings) -> str:
+    """A short hash of which source files there are, with their sizes and modification times."""
+    root = Path(settings.source_dir)
+    digest = hashlib.sha256()
+    for path in source_files(settings):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
 def tool_versions(language: str) -> dict[str, str]:
     """Versions of the code that decides what a corpus contains."""
     return {dist: _version(dist) for dist in ("codebert-heads", "tree-sitter", f"tree-sitter-{language}")}
@@ -194,7 +204,13 @@ def extract_records(settings: CorpusSettings, progress: bool = True) -> tuple[li
 
 
 def build_corpus(settings: CorpusSettings, output_dir: str | os.PathLike, progress: bool = True) -> dict:
-    """Build the corpus into `output_dir` (replaced atomically) and return its manifest."""
+    """Build the corpus into `output_dir` (replaced atomically) and return its manifest.
+
+    Only an earlier corpus (a folder with a manifest) or an empty folder is replaced, never anything else."""
+    target = Path(output_dir)
+    if target.exists() and not (target / MANIFEST).is_file() and (not target.is_dir() or any(target.iterdir())):
+        raise DataError(f"{target} exists and is no corpus (it has no {MANIFEST}): building there would replace "
+                        f"it; choose a new or empty folder")
     settings = resolve_settings(settings)
     records, counts = extract_records(settings, progress=progress)
     if not records:
@@ -248,9 +264,11 @@ def cache_root() -> Path:
 
 
 def cached_corpus(settings: CorpusSettings, progress: bool = True) -> tuple[Path, dict]:
-    """The corpus for these settings, built on first use and reused after (keyed by the settings' hash)."""
+    """The corpus for these settings, built on first use and reused after (keyed by the settings' hash and the
+    source files' fingerprint: an edited source is built again)."""
     resolved = resolve_settings(settings)
-    directory = cache_root() / "corpora" / f"{resolved.source_name}-{settings_key(resolved)}"
+    key = settings_key(resolved) + "-" + source_fingerprint(resolved)
+    directory = cache_root() / "corpora" / f"{resolved.source_name}-{key}"
     manifest = read_manifest(directory)
     if manifest is None:
         print(f"building the corpus from {resolved.source_dir} into {directory}", file=sys.stderr)

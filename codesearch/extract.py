@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import textwrap
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -178,6 +179,14 @@ def _count_code_lines(node, source: bytes, doc_node) -> int:
     return sum(1 for line in text.splitlines() if line.strip())
 
 
+# Comments that talk to a tool, not to a reader; go/doc leaves the Go ones out of documentation likewise:
+# Go directives (`//go:noinline`, `//line`, `//export`, `//+build`), a shebang, Ruby's magic comments.
+DIRECTIVE = re.compile(r"//(go:|line |extern |export |\+build|[a-z0-9]+:[a-z0-9])|#!"
+                       r"|#\s*-\*-.*-\*-\s*$"
+                       r"|#\s*(frozen_string_literal|encoding|coding|warn_indent|warn_past_scope"
+                       r"|shareable_constant_value)\s*:")
+
+
 class _CommentIndex:
     """Comments by the line they end on, to find the doc comment right above a function."""
 
@@ -213,8 +222,9 @@ class _CommentIndex:
             if j is None:
                 break
             previous = self.comments[j].text.decode("utf-8", errors="replace")
-            if not previous.startswith(spec.line_comment_prefix) or previous.startswith(("#!", "//go:")):
+            if not previous.startswith(spec.line_comment_prefix):
                 break
             lines.insert(0, previous)
             i = j
-        return clean_line_comments(lines, spec.line_comment_prefix)
+        lines = [line for line in lines if not DIRECTIVE.match(line)]
+        return clean_line_comments(lines, spec.line_comment_prefix) if lines else ""

@@ -73,7 +73,7 @@ def iter_records(path: Path) -> Iterator[tuple[str, dict]]:
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as handle:
+        with opener(path, "rt", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is no JSON error
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -92,7 +92,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
 
 def _iter_csv(path: Path) -> Iterator[tuple[str, dict]]:
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: no BOM in the first header
             reader = csv.DictReader(handle)
             for record in reader:
                 if None in record:
@@ -169,13 +169,21 @@ def _data_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(suffixes))
 
 
+def _codexglue_file(path: Path) -> bool:
+    """A query or codebase file of the CodeXGLUE cleaned form: its records also carry CodeSearchNet's fields, so
+    only its place (beside codebase.jsonl) tells it apart."""
+    stem = path.name.lower().removesuffix(".jsonl")
+    return stem in ("train", "valid", "test", "codebase") and (path.parent / "codebase.jsonl").is_file()
+
+
 def detect_form(path: Path, language: str, split: str) -> str:
     if path.is_file():
-        return sniff_form(*_first_record(path))
+        return "codexglue" if _codexglue_file(path) else sniff_form(*_first_record(path))
     if _codexglue_dir(path, language) is not None:
         return "codexglue"
-    if _csn_files(path, language, split):
-        return "csn"
+    split_files = _csn_files(path, language, split)
+    if split_files:  # a split-folder layout: the records say which schema they follow
+        return sniff_form(*_first_record(split_files[0]))
     files = _data_files(path)
     if not files:
         raise DataError(f"{path}: no corpus files found (looked for {language}/final/jsonl/{split}/*.jsonl.gz, "
@@ -204,9 +212,9 @@ def read_task(path: str | Path, language: str = "python", split: str = "test", f
         if not files:
             raise DataError(f"{path}: no CodeSearchNet files for {language}/{split} "
                             f"(expected {language}/final/jsonl/{split}/{language}_{split}_*.jsonl.gz)")
-        task = _read_paired(files, "csn", language, split_filter=None)
+        task = _read_paired(files, "csn", language, split_filter=split)
     else:  # hf, pairs
-        files = [path] if path.is_file() else _data_files(path)
+        files = [path] if path.is_file() else (_csn_files(path, language, split) or _data_files(path))
         if form == "hf" and path.is_dir():
             named = [f for f in files if _split_in_name(f.name) == split]
             files = named or files
@@ -310,17 +318,26 @@ def _read_codexglue(path: Path, language: str, split: str) -> RetrievalTask:
     root = path if path.is_dir() else path.parent
     root = _codexglue_dir(root, language) or root
     query_file, codebase_file = root / f"{split}.jsonl", root / "codebase.jsonl"
+    named = path.name.lower().removesuffix(".jsonl") if path.is_file() else None
+    if named not in (None, "codebase", split):
+        raise DataError(f"{path} holds the {named} queries but data.split={split}: set data.split={named}, "
+                        f"or give the folder")
     for needed in (query_file, codebase_file):
         if not needed.is_file():
             raise DataError(f"{needed}: missing (the CodeXGLUE cleaned form has queries in {split}.jsonl and "
                             f"candidates in codebase.jsonl)")
-    candidate_ids, candidates, by_url = [], [], {}
+    candidate_ids, candidates, by_url, repeated = [], [], {}, 0
     for location, record in iter_records(codebase_file):
-        url = _field(record, "codexglue", "url", location, required=True)
-        tokens = _field(record, "codexglue", "code", location, required=True)
-        candidates.append(_join_tokens(tokens, location, "code_tokens"))
-        candidate_ids.append(str(url))
-        by_url.setdefault(str(url), len(candidates) - 1)  # the first copy, as GraphCodeBERT's rank loop finds it
+        url = str(_field(record, "codexglue", "url", location, required=True))
+        code = _join_tokens(_field(record, "codexglue", "code", location, required=True), location, "code_tokens")
+        # GraphCodeBERT's evaluation stops at the best-ranked candidate with the query's url, so a url's other
+        # copies are never counted against it: one candidate per url (its first copy) does the same.
+        if url in by_url:
+            repeated += 1
+            continue
+        by_url[url] = len(candidates)
+        candidates.append(code)
+        candidate_ids.append(url)
     examples, gold = [], []
     seen: dict[str, int] = {}
     for location, record in iter_records(query_file):
@@ -333,7 +350,8 @@ def _read_codexglue(path: Path, language: str, split: str) -> RetrievalTask:
                                 language=language, url=url, split=split))
         gold.append(by_url[url])
     return RetrievalTask(source=str(root), form="codexglue", examples=examples, candidate_ids=candidate_ids,
-                         candidates=candidates, gold=gold, paired=False)
+                         candidates=candidates, gold=gold, paired=False,
+                         notes={"repeated_codebase_urls_dropped": repeated} if repeated else {})
 
 
 def _join_tokens(tokens, location: str, name: str) -> str:

@@ -103,6 +103,28 @@ def test_rebuild_is_byte_identical(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
+def test_a_folder_that_is_no_corpus_is_never_replaced(tmp_path):
+    src = tmp_path / "src"
+    make_python_tree(src)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"notes exists and is no corpus \(it has no manifest.json\)"):
+        build_corpus(CorpusSettings(source_dir=str(src)), tmp_path / "notes", progress=False)
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+    build_corpus(CorpusSettings(source_dir=str(src)), tmp_path / "out", progress=False)   # new: built
+    build_corpus(CorpusSettings(source_dir=str(src)), tmp_path / "out", progress=False)   # a corpus: replaced
+
+
+def test_an_edited_source_is_built_again(tmp_path):
+    src = tmp_path / "src"
+    make_python_tree(src)
+    first_dir, first = cached_corpus(CorpusSettings(source_dir=str(src)), progress=False)
+    assert cached_corpus(CorpusSettings(source_dir=str(src)), progress=False)[0] == first_dir   # reused
+    write(src / "extra.py", GOOD.format(name="extra_scale", doc="Scale the extra values by a factor.", k=99))
+    second_dir, second = cached_corpus(CorpusSettings(source_dir=str(src)), progress=False)
+    assert second_dir != first_dir and second["counts"]["files"] == first["counts"]["files"] + 1
+
+
 def test_the_reader_reads_what_the_builder_wrote(tmp_path):
     src = tmp_path / "src"
     make_python_tree(src)

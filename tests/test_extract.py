@@ -149,6 +149,15 @@ def test_go_line_comments_and_receiver():
     assert functions["Store.Size"].code.startswith("func (s *Store) Size() int {")
 
 
+def test_tool_directives_are_no_documentation():
+    go = b"package x\n\n// Compute computes the value.\n//go:noinline\nfunc Compute() int {\n\treturn 1\n}\n"
+    assert by_name(extract_functions(go, "go"))["Compute"].docstring == "Compute computes the value."
+    ruby = b"# -*- coding: utf-8 -*-\ndef top_level\n  x = 1\n  x + 1\nend\n"
+    assert extract_functions(ruby, "ruby") == []          # undocumented: a magic comment is no docstring
+    ruby = b"# frozen_string_literal: true\n# Adds two numbers together.\ndef add(a, b)\n  a + b\nend\n"
+    assert by_name(extract_functions(ruby, "ruby"))["add"].docstring == "Adds two numbers together."
+
+
 def test_java_javadoc_above_annotations_and_no_constructors():
     functions = by_name(extract_functions(JAVA, "java"))
     assert set(functions) == {"Store.size"}

@@ -117,6 +117,21 @@ def test_codexglue_queries_and_codebase(tmp_path):
     assert len(task.sample(1, seed=0).candidates) == 5
 
 
+def test_codexglue_given_by_its_query_file(tmp_path):
+    # Cleaned records often keep CodeSearchNet's fields too: only the codebase beside them tells the form.
+    codebase = [{"url": f"u{i}", "code_tokens": ["def", f"f{i}"], "docstring_tokens": ["d"], "docstring": "d",
+                 "code": f"def f{i}(): pass"} for i in range(3)] + [
+                {"url": "u1", "code_tokens": ["copy"], "docstring_tokens": ["d"]}]   # a url's second copy
+    write_jsonl(tmp_path / "codebase.jsonl", codebase)
+    write_jsonl(tmp_path / "test.jsonl", [{"url": "u1", "code_tokens": ["x"], "docstring_tokens": ["get", "one"],
+                                           "docstring": "Get one.", "code": "def f1(): pass"}])
+    task = read_task(tmp_path / "test.jsonl", split="test")
+    assert task.form == "codexglue" and task.queries == ["get one"] and task.gold == [1]
+    assert len(task.candidates) == 3 and task.notes == {"repeated_codebase_urls_dropped": 1}
+    with pytest.raises(DataError, match=r"holds the test queries but data.split=valid"):
+        read_task(tmp_path / "test.jsonl", split="valid")
+
+
 def test_codexglue_query_without_candidate(tmp_path):
     write_jsonl(tmp_path / "codebase.jsonl", [{"url": "a", "code_tokens": ["x"], "docstring_tokens": ["d"]}])
     write_jsonl(tmp_path / "test.jsonl", [{"url": "zzz", "code_tokens": ["x"], "docstring_tokens": ["d"]}])
@@ -125,6 +140,38 @@ def test_codexglue_query_without_candidate(tmp_path):
 
 
 # ---------------------------------------------------------------- plain pairs
+
+@pytest.mark.parametrize("form", ["hf", "pairs"])
+def test_a_split_folder_layout_is_read_by_its_records_schema(tmp_path, form):
+    for split in ("train", "test"):
+        rows = ([hf_record(i, split) for i in range(3)] if form == "hf" else
+                [{"query": f"{split} query {i}", "code": f"def {split}_{i}(): pass"} for i in range(3)])
+        write_jsonl(tmp_path / split / "part.jsonl", rows)
+    task = read_task(tmp_path, split="test")
+    assert task.form == form and len(task) == 3
+    assert all(e.split in ("test", "") for e in task.examples)
+    if form == "pairs":
+        assert task.queries[0] == "test query 0"
+
+
+def test_a_csn_file_is_read_for_the_split_asked(tmp_path):
+    shard = tmp_path / "mixed.jsonl.gz"
+    write_jsonl_gz(shard, [csn_record(0, partition="test"), csn_record(1, partition="valid")])
+    assert [e.func_name for e in read_task(shard, split="valid").examples] == ["fetch_1"]
+    with pytest.raises(DataError, match="no train records"):
+        read_task(shard, split="train")
+
+
+def test_a_byte_order_mark_is_no_error(tmp_path):
+    rows = [{"query": f"q {i}", "code": f"def f{i}(): pass"} for i in range(2)]
+    (tmp_path / "bom.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8-sig")
+    assert read_task(tmp_path / "bom.jsonl").queries == ["q 0", "q 1"]
+    with open(tmp_path / "bom.csv", "w", newline="", encoding="utf-8-sig") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["query", "code"])
+        writer.writeheader()
+        writer.writerows(rows)
+    assert read_task(tmp_path / "bom.csv").queries == ["q 0", "q 1"]
+
 
 def test_pairs_jsonl_and_csv_share_duplicate_code(tmp_path):
     rows = [{"query": "sum a list", "code": "def s(x): return sum(x)", "language": "python", "domain": "math"},
