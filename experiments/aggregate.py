@@ -44,15 +44,26 @@ def _condition(name: str, mode: str, side: str, n_layers: int, n_heads: int) -> 
     return Condition(name, tuple(parse_head_spec(spec, n_layers, n_heads)), mode, side)
 
 
+WANDB_PREFIX = "wandb:"
+
+
 def study_folder(cfg: DictConfig, study: str) -> Path:
-    """A study's folder: the path given, a study name under runs_dir, or (online) its runs fetched from W&B."""
+    """A study's folder: the path given, a study name under runs_dir, or (online) its runs fetched from W&B:
+    `wandb:<group>` always, a bare group name when no local folder has that name."""
+    online = resolve_mode(str(cfg.wandb.mode)) == "online"
+    if study.startswith(WANDB_PREFIX):
+        if not online:
+            raise UserError(f"{study}: reading a study from W&B needs wandb.mode=online and credentials")
+        return download_study(cfg, study.removeprefix(WANDB_PREFIX))
     for candidate in (Path(study).expanduser(), Path(cfg.runs_dir).expanduser() / study):
         if candidate.is_dir():
+            print(f"aggregating the runs in {candidate} (runs kept on other machines are not there: use a shared "
+                  f"runs_dir, or `aggregate {WANDB_PREFIX}<group>` online)", file=sys.stderr)
             return candidate
-    if resolve_mode(str(cfg.wandb.mode)) == "online":
+    if online:
         return download_study(cfg, study)
     raise UserError(f"no study folder {study!r} (looked in . and {cfg.runs_dir}/); with W&B online, a study is "
-                    f"also found by its group name")
+                    f"also found by its group name (`{WANDB_PREFIX}<group>`)")
 
 
 def download_study(cfg: DictConfig, group: str, api=None) -> Path:
@@ -164,7 +175,8 @@ def run_aggregate(cfg: DictConfig, study: str, explicit: set[str] | None = None)
                        protocol=first["protocol"]["protocol"],
                        candidates_per_query=first["protocol"]["candidates_per_query"],
                        modes=tuple(sorted(set(frame["mode"]))), sides=tuple(sorted(set(frame["side"]))))
-    downloaded = not any(Path(p).is_dir() for p in (Path(study).expanduser(), Path(cfg.runs_dir).expanduser() / study))
+    downloaded = study.startswith(WANDB_PREFIX) or not any(
+        Path(p).is_dir() for p in (Path(study).expanduser(), Path(cfg.runs_dir).expanduser() / study))
     home = Path(cfg.runs_dir).expanduser() / folder.name if downloaded else folder  # never a temporary folder
     out = Path(cfg.output_dir).expanduser() if cfg.output_dir else home / "aggregate"
     begin_run(out, MARKER, REPORT_FILES)

@@ -7,10 +7,13 @@ once its run has finished, so an interrupted sweep resumes where it stopped and 
 """
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import hashlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import warnings
@@ -34,6 +37,16 @@ def _engine():
         warnings.simplefilter("ignore")  # pydantic's notes on renamed options inside the engine
         import sweeps
     return sweeps
+
+
+def _end_with_parent() -> None:
+    """In the run's process: end it when the sweep process dies (even by kill -9), so that no orphan run goes on
+    unrecorded while a resumed sweep starts the same configuration again. Linux only; elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def read_sweep_file(path: Path) -> dict:
@@ -61,7 +74,12 @@ def read_sweep_file(path: Path) -> dict:
             if spoiled:
                 raise UserError(f"{path}: parameter {name!r} takes text, but YAML read {spoiled!r} as numbers "
                                 f"(3.10 reads as 3.1): quote the values")
+    if spec.get("method") == "bayes":
+        raise UserError(f"{path}: method bayes needs the metrics a W&B server collects; here use grid or random "
+                        f"(or run it with `wandb sweep` and `wandb agent`)")
     for item in spec.get("command", DEFAULT_COMMAND):
+        if not isinstance(item, str):
+            raise UserError(f"{path}: command item {item!r} is not text")
         if item.startswith("${") and item not in MACROS and not item.startswith("${envvar:"):
             raise UserError(f"{path}: command macro {item} is not supported here; use one of "
                             f"{', '.join(sorted(MACROS))}")
@@ -114,12 +132,22 @@ def check_command_lines(spec: dict, path: Path) -> int:
 
 
 class SweepState:
-    """Finished configurations of one sweep file, on disk."""
+    """Finished configurations of one sweep file, on disk, held by one process at a time (a second one on the
+    same sweep would run every configuration again, into the same folders)."""
 
     def __init__(self, folder: Path):
         self.path = folder / "state.json"
         folder.mkdir(parents=True, exist_ok=True)
+        self._lock = open(folder / "lock", "a+")  # released by the system when this process ends, however
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another `codebert-heads sweep` is running this sweep ({folder}); wait for it, or "
+                            f"start `wandb agent`s, which share a sweep through the W&B server") from None
         self.runs: list[dict] = json.loads(self.path.read_text())["runs"] if self.path.is_file() else []
+
+    def close(self) -> None:
+        self._lock.close()  # and with it the lock
 
     def record(self, config: dict, returncode: int) -> None:
         self.runs.append({"config": config, "state": "finished" if returncode == 0 else "failed",
@@ -148,34 +176,38 @@ def run_sweep(cfg: DictConfig, sweep_file: str, count: int | None = None, retry_
                         f"as parameters in the sweep file (`value: ...`), so every run and `wandb agent` agree")
     spec = read_sweep_file(path)
     total = check_command_lines(spec, path)  # refuse a bad grid before the first run, not halfway through
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    # Keyed by what the file says, not how: an edited comment keeps the sweep's state.
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
     state = SweepState(Path(cfg.runs_dir).expanduser() / "sweeps" / f"{path.stem}-{digest}")
-    if retry_failed:
-        state.forget_failed()
-    # Runs put their folders beside the sweep's state: a runs_dir given here reaches them as one more key=value
-    # (by default none is added, and the command line is exactly the agent's).
-    passes_runs_dir = cfg.runs_dir != "runs" and "runs_dir" not in spec.get("parameters", {})
-    runs_dir = [f"runs_dir={cfg.runs_dir}"] if passes_runs_dir else []
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    launched = 0
-    sweeps = _engine()
-    while count is None or launched < count:
-        proposal = sweeps.next_run(spec, state.as_sweep_runs())
-        if proposal is None:
-            break
-        config = {k: v["value"] for k, v in proposal.config.items()}
-        argv = command_line(spec, config) + runs_dir
-        done = len(state.runs)
-        print(f"[sweep {path.stem}] run {done + 1}" + (f" of {total}" if spec.get("method") == "grid" else "")
-              + f": {shlex.join(argv)}", file=sys.stderr, flush=True)
-        returncode = subprocess.run(argv, env=env).returncode
-        if returncode in (130, -2):  # interrupted with Ctrl-C: stop, and leave the run for the next resume
-            raise KeyboardInterrupt
-        state.record(config, returncode)
-        launched += 1
-        if returncode != 0:
-            how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
-            print(f"[sweep {path.stem}] run failed ({how}); `--retry-failed` runs it again", file=sys.stderr)
+    try:
+        if retry_failed:
+            state.forget_failed()
+        # Runs put their folders beside the sweep's state: a runs_dir given here reaches them as one more key=value
+        # (by default none is added, and the command line is exactly the agent's).
+        passes_runs_dir = cfg.runs_dir != "runs" and "runs_dir" not in spec.get("parameters", {})
+        runs_dir = [f"runs_dir={cfg.runs_dir}"] if passes_runs_dir else []
+        env = {**os.environ, "WANDB_MODE": "offline"}
+        launched = 0
+        sweeps = _engine()
+        while count is None or launched < count:
+            proposal = sweeps.next_run(spec, state.as_sweep_runs())
+            if proposal is None:
+                break
+            config = {k: v["value"] for k, v in proposal.config.items()}
+            argv = command_line(spec, config) + runs_dir
+            done = len(state.runs)
+            print(f"[sweep {path.stem}] run {done + 1}" + (f" of {total}" if spec.get("method") == "grid" else "")
+                  + f": {shlex.join(argv)}", file=sys.stderr, flush=True)
+            returncode = subprocess.run(argv, env=env, preexec_fn=_end_with_parent).returncode
+            if returncode in (130, -2):  # interrupted with Ctrl-C: stop, and leave the run for the next resume
+                raise KeyboardInterrupt
+            state.record(config, returncode)
+            launched += 1
+            if returncode != 0:
+                how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+                print(f"[sweep {path.stem}] run failed ({how}); `--retry-failed` runs it again", file=sys.stderr)
+    finally:
+        state.close()
     finished = sum(r["state"] == "finished" for r in state.runs)
     failed = len(state.runs) - finished
     print(f"sweep {path.stem}: {finished} runs finished, {failed} failed; state in {state.path}")

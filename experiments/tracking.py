@@ -11,14 +11,12 @@ and images, and the run folder as a `results` artifact.
 """
 from __future__ import annotations
 
-import netrc
 import os
 import re
 import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pandas as pd
 from omegaconf import DictConfig
@@ -58,15 +56,19 @@ def provenance(data, encoder, study: str) -> dict:
 
 
 def has_credentials() -> bool:
-    """A W&B API key in the environment, or in ~/.netrc (or $NETRC) for the W&B host."""
-    if os.environ.get("WANDB_API_KEY"):
+    """W&B credentials, found as wandb itself finds them, with no prompt and no network: an API key or identity
+    token file in the environment, a netrc entry for the configured host (`wandb login` writes it; the host is
+    $WANDB_BASE_URL or wandb's settings, else wandb's default server), or a key in wandb's settings."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
-        auth = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib.wbauth import wbnetrc
+
+        settings = wandb_setup.singleton().settings
+        return bool(settings.api_key or wbnetrc.read_netrc_auth(host=settings.base_url))
+    except Exception:  # noqa: BLE001  a malformed netrc or settings file: no usable credentials
         return False
-    return bool(auth and auth[2])
 
 
 def resolve_mode(requested: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 import experiments.tracking as tracking
 from experiments.cli import main
-from experiments.sweep import check_command_lines, command_line, read_sweep_file
+from experiments.sweep import SweepState, check_command_lines, command_line, read_sweep_file
 
 REPO = Path(__file__).resolve().parents[1]
 WANDB = Path(sys.executable).parent / "wandb"
@@ -84,8 +84,12 @@ def test_default_mode_is_offline_without_credentials(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "none"))
     assert tracking.resolve_mode("auto") == "offline"
-    (tmp_path / "netrc").write_text("machine api.wandb.ai login user password abc123\n")
+    # What `wandb login` writes: a key for wandb's configured server, in the netrc file.
+    from wandb.sdk import wandb_setup
+    from wandb.sdk.lib.wbauth import wbnetrc
+
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    wbnetrc.write_netrc_auth(host=wandb_setup.singleton().settings.base_url, api_key="k" * 40)
     assert tracking.resolve_mode("auto") == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert tracking.resolve_mode("auto") == "disabled"
@@ -214,9 +218,28 @@ sys.exit(0)
     assert json.loads((state / "state.json").read_text())["runs"][0]["state"] == "finished"
 
 
+def test_one_process_per_sweep_and_its_state_survives_a_comment(tmp_path, capsys):
+    program = tmp_path / "program.py"
+    program.write_text("import sys\nsys.exit(0)\n")
+    sweep = write_sweep(tmp_path / "s.yaml", {"seed": [1, 2]}, program=program)
+    assert main(["sweep", str(sweep), "--count", "1", f"runs_dir={tmp_path}"]) == 0
+    (state_folder,) = (tmp_path / "sweeps").glob("s-*")
+    sweep.write_text("# the same sweep, with a note\n" + sweep.read_text())
+    holder = SweepState(state_folder)                 # another sweep process holds it
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), f"runs_dir={tmp_path}"]) == 2
+    assert "another `codebert-heads sweep` is running this sweep" in capsys.readouterr().err
+    holder.close()
+    assert main(["sweep", str(sweep), f"runs_dir={tmp_path}"]) == 0      # resumes: only the second seed
+    runs = json.loads((state_folder / "state.json").read_text())["runs"]
+    assert [r["config"]["seed"] for r in runs] == [1, 2]
+
+
 @pytest.mark.parametrize("text, message", [
     ("method: grid\nprogram: p.py\nparameters:\n  ablation.heads:\n    values: [3.10, \"L1H2\"]\n",
      "YAML read [3.1] as numbers"),
+    ("method: bayes\nprogram: p.py\nmetric:\n  name: eval/delta_mrr\nparameters:\n  seed:\n    values: [1, 2]\n",
+     "method bayes needs the metrics a W&B server collects"),
     ("method: grid\nprogram: p.py\ncommand: [a, b]\nparameters:\n  seed:\n    value: 1\n", None),
     ("method: grid\nprogram: p.py\nparameters:\n  model.nmae:\n    value: x\n", "'model.nmae' is not a config key"),
     ("method: nonsense\nprogram: p.py\nparameters:\n  seed:\n    value: 1\n", "not a valid sweep"),
@@ -254,6 +277,8 @@ sys.exit(0 if flag.exists() else 9)
 def test_aggregate_without_runs_and_from_a_fake_wandb_api(tmp_path, capsys, pairs_file, tiny_bert_dir):
     assert main(["aggregate", str(tmp_path), f"runs_dir={tmp_path}"]) == 2
     assert "no finished ablation runs" in capsys.readouterr().err
+    assert main(["aggregate", "wandb:some-study", "wandb.mode=offline"]) == 2
+    assert "reading a study from W&B needs wandb.mode=online" in capsys.readouterr().err
 
     # The W&B API path: runs' results artifacts downloaded into run folders.
     source = tmp_path / "made"
