@@ -84,6 +84,9 @@ def run_ablate(cfg: DictConfig) -> Path:
                                   str(a.side))
     if a.top_k and not a.per_head:
         raise UserError("ablation.top_k picks single heads: it needs ablation.per_head=true")
+    warning = unreachable_significance(min(a.top_k or len(conditions), len(conditions)), report_settings(cfg))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     data = load_data(cfg)
     task = data.task
     settings = retrieval_settings(cfg)
@@ -121,10 +124,6 @@ def run_ablate(cfg: DictConfig) -> Path:
             by_score = sorted(conditions, key=lambda c: (-abs(grad[c.single_head.layer, c.single_head.head]), c.name))
             chosen = {c.name for c in by_score[:a.top_k]}
             conditions = [c for c in conditions if c.name in chosen]
-
-    warning = unreachable_significance(len(conditions), report_settings(cfg))
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
 
     # Exact ablations, each saved as soon as it is done.
     mark = time.perf_counter()

@@ -182,33 +182,38 @@ def run_sweep(cfg: DictConfig, sweep_file: str, count: int | None = None, retry_
     try:
         if retry_failed:
             state.forget_failed()
-        # Runs put their folders beside the sweep's state: a runs_dir given here reaches them as one more key=value
-        # (by default none is added, and the command line is exactly the agent's).
-        passes_runs_dir = cfg.runs_dir != "runs" and "runs_dir" not in spec.get("parameters", {})
-        runs_dir = [f"runs_dir={cfg.runs_dir}"] if passes_runs_dir else []
-        env = {**os.environ, "WANDB_MODE": "offline"}
-        launched = 0
-        sweeps = _engine()
-        while count is None or launched < count:
-            proposal = sweeps.next_run(spec, state.as_sweep_runs())
-            if proposal is None:
-                break
-            config = {k: v["value"] for k, v in proposal.config.items()}
-            argv = command_line(spec, config) + runs_dir
-            done = len(state.runs)
-            print(f"[sweep {path.stem}] run {done + 1}" + (f" of {total}" if spec.get("method") == "grid" else "")
-                  + f": {shlex.join(argv)}", file=sys.stderr, flush=True)
-            returncode = subprocess.run(argv, env=env, preexec_fn=_end_with_parent).returncode
-            if returncode in (130, -2):  # interrupted with Ctrl-C: stop, and leave the run for the next resume
-                raise KeyboardInterrupt
-            state.record(config, returncode)
-            launched += 1
-            if returncode != 0:
-                how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
-                print(f"[sweep {path.stem}] run failed ({how}); `--retry-failed` runs it again", file=sys.stderr)
+        _launch_runs(spec, path, state, total, count, cfg.runs_dir)
     finally:
         state.close()
     finished = sum(r["state"] == "finished" for r in state.runs)
     failed = len(state.runs) - finished
     print(f"sweep {path.stem}: {finished} runs finished, {failed} failed; state in {state.path}")
     return state.path.parent
+
+
+def _launch_runs(spec: dict, path: Path, state: SweepState, total: int, count: int | None, runs_dir: str) -> None:
+    """Launch the engine's next configurations, one at a time, recording each when its run ends."""
+    # Runs put their folders beside the sweep's state: a runs_dir given here reaches them as one more key=value
+    # (by default none is added, and the command line is exactly the agent's).
+    passes_runs_dir = runs_dir != "runs" and "runs_dir" not in spec.get("parameters", {})
+    extra = [f"runs_dir={runs_dir}"] if passes_runs_dir else []
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    sweeps = _engine()
+    launched = 0
+    while count is None or launched < count:
+        proposal = sweeps.next_run(spec, state.as_sweep_runs())
+        if proposal is None:
+            return
+        config = {k: v["value"] for k, v in proposal.config.items()}
+        argv = command_line(spec, config) + extra
+        of_total = f" of {total}" if spec.get("method") == "grid" else ""
+        print(f"[sweep {path.stem}] run {len(state.runs) + 1}{of_total}: {shlex.join(argv)}", file=sys.stderr,
+              flush=True)
+        returncode = subprocess.run(argv, env=env, preexec_fn=_end_with_parent).returncode
+        if returncode in (130, -2):  # interrupted with Ctrl-C: stop, and leave the run for the next resume
+            raise KeyboardInterrupt
+        state.record(config, returncode)
+        launched += 1
+        if returncode != 0:
+            how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+            print(f"[sweep {path.stem}] run failed ({how}); `--retry-failed` runs it again", file=sys.stderr)

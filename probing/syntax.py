@@ -148,7 +148,8 @@ def _char_offsets(code: str) -> np.ndarray:
 
 # Wrapped in a class body, a method cut out of its class parses (JavaScript's `get(k) {...}`, PHP's
 # `public function f()`, Java's methods with annotations the top level refuses).
-CLASS_BODY = {"javascript": ("class _ {\n", "\n}"), "php": ("class _ {\n", "\n}"), "java": ("class _ {\n", "\n}")}
+METHOD_LANGUAGES = frozenset({"javascript", "php", "java"})
+CLASS_BODY = (b"class _ {\n", b"\n}")
 
 
 def parse_snippet(code: str, language: str):
@@ -156,8 +157,8 @@ def parse_snippet(code: str, language: str):
     parser = parser_for(language, snippet=True)
     source = code.encode("utf-8")
     tree = parser.parse(source)
-    if tree.root_node.has_error and language in CLASS_BODY:
-        before, after = (part.encode("utf-8") for part in CLASS_BODY[language])
+    if tree.root_node.has_error and language in METHOD_LANGUAGES:
+        before, after = CLASS_BODY
         wrapped = parser.parse(before + source + after)
         if not wrapped.root_node.has_error:
             return wrapped, len(before)
