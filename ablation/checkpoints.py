@@ -6,7 +6,6 @@ signature is refused rather than mixing two studies in one table.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -17,12 +16,13 @@ import numpy as np
 
 from codesearch.errors import UserError
 from codesearch.files import atomic_write_text
+from codesearch.hashing import content_hash
 
 SIGNATURE = "signature.json"
 
 
 def rr_hash(rr: np.ndarray) -> str:
-    return hashlib.sha256(np.asarray(rr, dtype=np.float64).tobytes()).hexdigest()[:16]
+    return content_hash(np.asarray(rr, dtype=np.float64).tobytes())
 
 
 class ConditionStore:

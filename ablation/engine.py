@@ -7,12 +7,11 @@ applied, the feed-forward block, and layers L+1..N. Layer L's attention itself i
 all its heads. Queries and code are walked in lockstep, so a condition's per-query reciprocal ranks are known
 (and can be saved) as soon as it is done.
 
-The naive path (`naive_embeddings`) runs the whole model with the mask hooked in, on the same batches; the
-two give bit-identical embeddings, which the tests check.
+The naive path (`Encoder.encode` with the mask as its hook) runs the whole model on the same batches; the two
+give bit-identical embeddings, which the tests check.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Callable
 
@@ -22,7 +21,8 @@ from transformers.pytorch_utils import apply_chunking_to_forward
 
 from codesearch.errors import UserError
 from heads.encoder import Encoder
-from heads.hooks import HeadMask, MeanAccumulator, encoder_layers, hook_z
+from heads.hooks import HeadMask, encoder_layers, hook_z
+from heads.settings import ModelConfig
 
 from .conditions import Condition
 
@@ -79,7 +79,7 @@ class SideSweep:
             return
         z_store: list[torch.Tensor] = []
 
-        def keep(_layer, z):
+        def keep(_layer, z, _attention_mask):
             z_store.append(z.reshape(*z.shape[:-2], -1))
 
         layer = self.layers[self.layer]
@@ -102,70 +102,37 @@ class SideSweep:
         self.compute_layer()
         layer = self.layers[self.layer]
         out = torch.empty((self.n, self.encoder.model.config.hidden_size), dtype=torch.float32)
-        with hook_z(self.encoder.model, mask, layers=mask.layers):
-            for b, (positions, _, attention_mask) in enumerate(self.batches):
-                mask.attention_mask = attention_mask
-                args, kwargs = self.layer_args[b]
+        for b, (positions, _, attention_mask) in enumerate(self.batches):
+            args, kwargs = self.layer_args[b]
+            with hook_z(self.encoder.model, mask, attention_mask, layers=mask.layers):
                 # The tail of the layer's forward: projection (the mask hook fires on its input), feed-forward.
                 attention_output = layer.attention.output(self.z[b], self.hidden[b])
                 hidden = apply_chunking_to_forward(layer.feed_forward_chunk, layer.chunk_size_feed_forward,
                                                    layer.seq_len_dim, attention_output)
                 for later in self.layers[self.layer + 1:]:
                     hidden = later(hidden, *args, **kwargs)
-                out[torch.as_tensor(positions)] = self.encoder.pool(hidden, attention_mask).float().cpu()
+            out[torch.as_tensor(positions)] = self.encoder.pool(hidden, attention_mask).float().cpu()
         return out
 
     def release(self) -> None:
         self.hidden, self.layer_args, self.z, self.next_hidden = [], [], None, None
 
 
-@torch.inference_mode()
-def masked_embeddings(encoder: Encoder, texts: list[str], max_length: int, batch_size: int,
-                      mask: HeadMask | None = None, progress: bool = False, desc: str = "encoding") -> torch.Tensor:
-    """The whole model on the same length-sorted batches as the sweep, with the mask hooked in (the naive path;
-    without a mask, the baseline)."""
-    token_ids = encoder.tokenize(texts, max_length)
-    out = torch.empty((len(texts), encoder.model.config.hidden_size), dtype=torch.float32)
-    context = hook_z(encoder.model, mask, layers=mask.layers) if mask is not None else contextlib.nullcontext()
-    batches = list(encoder.length_sorted_batches(token_ids, batch_size))
-    with context:
-        for positions, ids, attention_mask in tqdm(batches, desc=desc, unit="batch", disable=not progress,
-                                                   file=sys.stderr, mininterval=1.0):
-            if mask is not None:
-                mask.attention_mask = attention_mask
-            hidden = encoder.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
-            out[torch.as_tensor(positions)] = encoder.pool(hidden, attention_mask).float().cpu()
-    return out
-
-
-@torch.inference_mode()
-def head_means(encoder: Encoder, texts: list[str], max_length: int, batch_size: int) -> dict[int, torch.Tensor]:
-    """Each head's mean output over the real tokens of `texts` (padding excluded): {layer: [heads, head_dim]}."""
-    if not texts:
-        raise UserError("the mean-masking set is empty: no texts to average head outputs over")
-    accumulator = MeanAccumulator()
-    token_ids = encoder.tokenize(texts, max_length)
-    with hook_z(encoder.model, accumulator):
-        for _, ids, attention_mask in encoder.length_sorted_batches(token_ids, batch_size):
-            accumulator.attention_mask = attention_mask
-            encoder.model(input_ids=ids, attention_mask=attention_mask)
-    return accumulator.means()
-
-
 ResultCallback = Callable[[Condition, "torch.Tensor | None", "torch.Tensor | None"], None]
 
 
 def run_conditions(encoder: Encoder, queries: list[str], candidates: list[str], conditions: list[Condition],
-                   on_result: ResultCallback, max_query_length: int, max_code_length: int, batch_size: int,
+                   on_result: ResultCallback, model: ModelConfig,
                    means: dict[str, dict[int, torch.Tensor]] | None = None, max_cache_gb: float = 8.0,
                    progress: bool = True) -> None:
     """Ablate each condition exactly; `on_result(condition, query_emb, code_emb)` gets its embeddings (None for
-    a side it leaves alone) as soon as it is done, in order of its lowest layer."""
+    a side it leaves alone) as soon as it is done, in order of its lowest layer. `model` gives the input
+    lengths and the batch size; `means` each side's head means for mean masking."""
     if not conditions:
         return
-    inputs = {"query": (queries, max_query_length), "code": (candidates, max_code_length)}
+    inputs = {"query": (queries, model.max_query_length), "code": (candidates, model.max_code_length)}
     touched = [side for side in inputs if any(c.affects(side) for c in conditions)]
-    sweeps = {side: SideSweep(encoder, inputs[side][0], inputs[side][1], batch_size) for side in touched}
+    sweeps = {side: SideSweep(encoder, inputs[side][0], inputs[side][1], model.batch_size) for side in touched}
     needed = sum(s.cache_bytes() for s in sweeps.values()) / 2**30
     if needed > max_cache_gb:
         raise UserError(f"the layer cache needs about {needed:.1f} GiB (over ablation.max_cache_gb={max_cache_gb}): "

@@ -14,14 +14,19 @@ backward pass through the whole pool per query, so the expectation is taken insi
 """
 from __future__ import annotations
 
-import sys
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from codesearch.files import atomic_write_text
+from codesearch.hashing import content_hash
+from codesearch.records import RetrievalTask
 from heads.encoder import Encoder
-from heads.hooks import GradientMask, hook_z
+from heads.hooks import GradientMask
+from heads.retrieval import Embeddings, embedding_signature
+from heads.settings import ModelConfig
 
 
 def retrieval_loss(query_emb: torch.Tensor, cand_emb: torch.Tensor, gold: np.ndarray,
@@ -33,27 +38,22 @@ def retrieval_loss(query_emb: torch.Tensor, cand_emb: torch.Tensor, gold: np.nda
 
 def _backprop_side(encoder: Encoder, texts: list[str], max_length: int, batch_size: int,
                    grad_of_embeddings: torch.Tensor, mask: torch.Tensor, progress: bool, desc: str) -> None:
-    token_ids = encoder.tokenize(texts, max_length)
-    batches = list(encoder.length_sorted_batches(token_ids, batch_size))
-    with hook_z(encoder.model, GradientMask(mask)):
-        for positions, ids, attention_mask in tqdm(batches, desc=desc, unit="batch", disable=not progress,
-                                                   file=sys.stderr, mininterval=1.0):
-            hidden = encoder.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
-            embeddings = encoder.pool(hidden, attention_mask).float()
-            upstream = grad_of_embeddings[torch.as_tensor(positions)].to(embeddings.device)
-            (embeddings * upstream).sum().backward()
+    for batch, embeddings in encoder.forward_batches(encoder.tokenize(texts, max_length), batch_size,
+                                                     hook=GradientMask(mask), grad=True, progress=progress,
+                                                     desc=desc):
+        upstream = grad_of_embeddings[torch.as_tensor(batch.positions)].to(embeddings.device)
+        (embeddings.float() * upstream).sum().backward()
 
 
 def gradient_scores(encoder: Encoder, queries: list[str], candidates: list[str], gold: np.ndarray,
-                    query_emb: torch.Tensor, cand_emb: torch.Tensor, max_query_length: int, max_code_length: int,
-                    batch_size: int, temperature: float = 0.05, side: str = "both",
+                    baseline: Embeddings, model: ModelConfig, temperature: float = 0.05, side: str = "both",
                     progress: bool = True) -> np.ndarray:
     """[layers, heads] first-order estimate of the loss increase when each head is masked (zero mode).
 
-    `query_emb` and `cand_emb` are the unmasked embeddings of the same texts (the baseline).
+    `baseline` holds the unmasked embeddings of the same texts; `model` gives the input lengths and batch size.
     """
-    q = query_emb.detach().clone().requires_grad_(True)
-    c = cand_emb.detach().clone().requires_grad_(True)
+    q = baseline.queries.detach().clone().requires_grad_(True)
+    c = baseline.candidates.detach().clone().requires_grad_(True)
     loss = retrieval_loss(q, c, gold, temperature)
     loss.backward()
     mask = torch.ones(encoder.n_layers, encoder.n_heads, requires_grad=True, device=encoder.device)
@@ -61,14 +61,30 @@ def gradient_scores(encoder: Encoder, queries: list[str], candidates: list[str],
     for parameter in frozen:  # only the mask's gradient is wanted
         parameter.requires_grad_(False)
     try:
-        with torch.enable_grad():
-            if side in ("query", "both"):
-                _backprop_side(encoder, queries, max_query_length, batch_size, q.grad, mask, progress,
-                               "head gradients (queries)")
-            if side in ("code", "both"):
-                _backprop_side(encoder, candidates, max_code_length, batch_size, c.grad, mask, progress,
-                               "head gradients (code)")
+        if side in ("query", "both"):
+            _backprop_side(encoder, queries, model.max_query_length, model.batch_size, q.grad, mask, progress,
+                           "head gradients (queries)")
+        if side in ("code", "both"):
+            _backprop_side(encoder, candidates, model.max_code_length, model.batch_size, c.grad, mask, progress,
+                           "head gradients (code)")
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
     return (-mask.grad).detach().cpu().numpy().astype(np.float64)
+
+
+def study_gradient_scores(encoder: Encoder, task: RetrievalTask, baseline: Embeddings, model: ModelConfig,
+                          temperature: float, side: str, cache_dir: Path, progress: bool = True) -> np.ndarray:
+    """Every head's grad_score for the study, computed once per temperature and side and kept in
+    `cache_dir/baseline/` (a sweep's runs and a resumed run reuse it)."""
+    signature = {**embedding_signature(encoder, task, model), "temperature": temperature, "side": str(side)}
+    path = Path(cache_dir) / "baseline" / f"gradient-{content_hash(signature)}.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        # Compared as JSON: a tuple in the signature reads back as a list.
+        if json.dumps(stored.get("signature"), sort_keys=True) == json.dumps(signature, sort_keys=True):
+            return np.asarray(stored["scores"], dtype=np.float64)
+    scores = gradient_scores(encoder, task.queries, task.candidates, np.asarray(task.gold), baseline, model,
+                             temperature=temperature, side=side, progress=progress)
+    atomic_write_text(path, json.dumps({"signature": signature, "scores": scores.tolist()}) + "\n")
+    return scores

@@ -11,21 +11,12 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from codesearch.files import atomic_write_csv, atomic_write_text
+from heads.heatmap import layer_head_matrix, plot_matrix
 
 from .conditions import Condition
-from .heatmap import plot_heatmap
+from .settings import ReportSettings
 from .stats import adjust_pvalues, compare_paired, condition_rng
 from .table import importance_frame, to_latex, to_markdown
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    seed: int = 0
-    alpha: float = 0.05
-    correction: str = "holm"        # holm | bh
-    primary_test: str = "t"         # t | permutation
-    n_bootstrap: int = 10000
-    n_permutations: int = 10000
 
 
 @dataclass
@@ -50,7 +41,7 @@ class StudyFacts:
 def _sort_key(result: ConditionResult):
     c = result.condition
     head = c.single_head
-    return (head is None, (head.layer, head.head) if head else (0, 0), c.name, c.mode, c.side)
+    return (head is None, (head.layer, head.index) if head else (0, 0), c.name, c.mode, c.side)
 
 
 def importance_report(baseline_rr: np.ndarray, results: list[ConditionResult], query_ids: list[str],
@@ -64,7 +55,7 @@ def importance_report(baseline_rr: np.ndarray, results: list[ConditionResult], q
                                     n_bootstrap=settings.n_bootstrap, n_permutations=settings.n_permutations)
         head = condition.single_head
         rows.append({
-            "condition": condition.name, "layer": head.layer if head else None, "head": head.head if head else None,
+            "condition": condition.name, "layer": head.layer if head else None, "head": head.index if head else None,
             "mode": condition.mode, "side": condition.side, **comparison.as_dict(),
             "grad_score": np.nan if result.grad_score is None else float(result.grad_score),
         })
@@ -136,3 +127,11 @@ def write_report(out: Path, frame: pd.DataFrame, per_query: pd.DataFrame, facts:
         group_facts = replace(facts, modes=(mode,), sides=(side,))
         files += [p.name for p in plot_heatmap(group, n_layers, n_heads, figure_title(group_facts, settings), stem)]
     return files
+
+
+def plot_heatmap(frame: pd.DataFrame, n_layers: int, n_heads: int, title: str, stem: Path) -> list[Path]:
+    """ΔMRR per head, significant heads boxed and starred."""
+    delta = layer_head_matrix(frame, "delta_mrr", n_layers, n_heads)
+    significant = layer_head_matrix(frame.assign(significant=frame["significant"].astype(float)), "significant",
+                                    n_layers, n_heads) == 1.0
+    return plot_matrix(delta, title, "ΔMRR (ablated − baseline)", stem, diverging=True, marked=significant)

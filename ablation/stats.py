@@ -14,7 +14,10 @@ import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-CORRECTIONS = {"holm": "holm", "bh": "fdr_bh"}
+from .settings import Correction
+
+# statsmodels' names of the corrections.
+CORRECTIONS = {Correction.holm: "holm", Correction.bh: "fdr_bh"}
 # Reciprocal ranks lie in [0, 1]: paired differences that spread less than this are float noise, not variation.
 SPREAD_TOLERANCE = 1e-12
 

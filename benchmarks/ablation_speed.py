@@ -5,7 +5,8 @@
 Three ways to get every head's per-query ranks (zero mask, both sides, whole-pool protocol):
 - cached: this tool's path (`ablation.engine.run_conditions`): layers below a head are never rerun, the
   head's own layer reuses its attention, inputs sorted by length.
-- naive, same batches: the whole model per head with the mask hooked in, on the same length-sorted batches.
+- naive, same batches: the whole model per head with the mask hooked in, on the same length-sorted batches
+  (`Encoder.encode` with the mask as its hook).
   This isolates what the layer cache saves; its ranks must be identical (its embeddings are bit-identical).
 - naive, corpus order: the loop one writes without this tool: per head, re-tokenize and re-encode everything
   in the data's order, each batch padded to its longest input.
@@ -28,12 +29,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablation.conditions import build_conditions  # noqa: E402
-from ablation.engine import masked_embeddings, run_conditions  # noqa: E402
+from ablation.engine import run_conditions  # noqa: E402
 from codesearch.builder import CorpusSettings, cached_corpus  # noqa: E402
 from codesearch.metrics import whole_pool  # noqa: E402
 from codesearch.readers import read_task  # noqa: E402
-from heads.encoder import load_encoder  # noqa: E402
 from heads.hooks import HeadMask, hook_z  # noqa: E402
+from heads.models import load_encoder  # noqa: E402
+from heads.settings import ModelConfig  # noqa: E402
 
 
 def rss_bytes() -> int:
@@ -85,14 +87,13 @@ def sync(device):
 def corpus_order_embeddings(encoder, texts, max_length, batch_size, mask):
     """The naive loop: the data's order, tokenized afresh, each batch padded to its longest input."""
     out = []
-    with hook_z(encoder.model, mask, layers=mask.layers):
-        for start in range(0, len(texts), batch_size):
-            batch = encoder.tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
-                                      padding=True, return_tensors="pt").to(encoder.device)
-            mask.attention_mask = batch["attention_mask"]
+    for start in range(0, len(texts), batch_size):
+        batch = encoder.tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
+                                  padding=True, return_tensors="pt").to(encoder.device)
+        with hook_z(encoder.model, mask, batch["attention_mask"], layers=mask.layers):
             hidden = encoder.model(input_ids=batch["input_ids"],
                                    attention_mask=batch["attention_mask"]).last_hidden_state
-            out.append(encoder.pool(hidden, batch["attention_mask"]).float().cpu())
+        out.append(encoder.pool(hidden, batch["attention_mask"]).float().cpu())
     return torch.cat(out)
 
 
@@ -113,7 +114,7 @@ def main() -> None:
     task = read_task(path, split="test").sample(args.queries, seed=0)
     conditions = build_conditions(args.heads, True, encoder.n_layers, encoder.n_heads)
     gold = np.asarray(task.gold)
-    lengths = {"query": 128, "code": 256}
+    sizes = ModelConfig(batch_size=args.batch_size)   # queries 128 tokens, code 256
     print(f"{encoder.info.name} ({encoder.n_layers}x{encoder.n_heads}) on {args.device}, torch threads "
           f"{torch.get_num_threads()}: {len(conditions)} heads, {len(task)} queries, {len(task.candidates)} "
           f"candidates, batch {args.batch_size}", flush=True)
@@ -129,15 +130,15 @@ def main() -> None:
         sync(encoder.device)
         started = time.perf_counter()
         run_conditions(encoder, task.queries, task.candidates, conditions,
-                       lambda cond, q, c: cached_ranks.__setitem__(cond.name, ranks(q, c)),
-                       lengths["query"], lengths["code"], args.batch_size, max_cache_gb=1e9, progress=False)
+                       lambda cond, q, c: cached_ranks.__setitem__(cond.name, ranks(q, c)), sizes,
+                       max_cache_gb=1e9, progress=False)
         sync(encoder.device)
         seconds = time.perf_counter() - started
     results["cached"] = {"seconds": seconds, "peak_memory_mb": memory_mb(memory)}
     print(f"cached:                {results['cached']['seconds']:8.1f} s", flush=True)
 
-    variants = [("naive_same_batches", lambda texts, length, mask: masked_embeddings(
-        encoder, texts, length, args.batch_size, mask))]
+    variants = [("naive_same_batches", lambda texts, length, mask: encoder.encode(
+        texts, length, args.batch_size, hook=mask, progress=False))]
     if not args.skip_corpus_order:
         variants.append(("naive_corpus_order", lambda texts, length, mask: corpus_order_embeddings(
             encoder, texts, length, args.batch_size, mask)))
@@ -148,8 +149,8 @@ def main() -> None:
             started = time.perf_counter()
             for condition in conditions:
                 mask = HeadMask(condition.heads, "zero")
-                q = embed(task.queries, lengths["query"], mask)
-                c = embed(task.candidates, lengths["code"], mask)
+                q = embed(task.queries, sizes.max_query_length, mask)
+                c = embed(task.candidates, sizes.max_code_length, mask)
                 differing += int((ranks(q, c) != cached_ranks[condition.name]).sum())
             sync(encoder.device)
             seconds = time.perf_counter() - started

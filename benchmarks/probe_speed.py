@@ -1,6 +1,6 @@
 """The batched probe against one scikit-learn LogisticRegression per head, on the same features, in one process.
 
-    python benchmarks/probe_speed.py [--task token_category] [--l2 1e-3]
+    python benchmarks/probe_speed.py [--task token_category] [--l2 1e-3] [--model builtin] [--data builtin]
 
 Both fit the same objective for every head of the default model: mean cross-entropy + l2/2 * ||W||^2 on
 standardised features (scikit-learn's C = 1 / (l2 * n)). Prints both wall times, their ratio, and how far
@@ -21,9 +21,12 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.config import load_config  # noqa: E402
-from experiments.probe import prepare, task_data  # noqa: E402
+from codesearch.settings import CorpusConfig, DataConfig  # noqa: E402
+from heads.models import encoder_for  # noqa: E402
+from heads.settings import ModelConfig  # noqa: E402
 from probing.probe import accuracy_from, train_probe  # noqa: E402
+from probing.settings import ProbeConfig  # noqa: E402
+from probing.study import ProbingStudy, task_data  # noqa: E402
 from probing.tasks import TASKS  # noqa: E402
 
 
@@ -31,14 +34,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="token_category", choices=sorted(TASKS))
     parser.add_argument("--l2", type=float, default=1e-3)
+    parser.add_argument("--model", default="builtin", help="builtin, a local folder or a hub name")
+    parser.add_argument("--data", default="builtin", help="builtin, or a CodeSearchNet folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--features", default="runs/benchmarks", help="where the feature stores are kept")
     parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("overrides", nargs="*", help="config overrides, as for `codebert-heads probe`")
     args = parser.parse_args()
 
-    cfg = load_config("probe", [], [f"probe.task={args.task}", "progress=false", *args.overrides])
-    task = TASKS[args.task]
-    encoder, splits, _, stores, _, _ = prepare(cfg, [task])
-    data = task_data(task, splits, stores["pretrained"], cfg.seed)
+    task, model, probe = TASKS[args.task], ModelConfig(name=args.model), ProbeConfig(l2=[args.l2])
+    encoder = encoder_for(model)
+    study = ProbingStudy(encoder, probe, model, args.seed, Path(args.features), progress=False)
+    study.prepare([task], DataConfig(path=args.data), CorpusConfig())
+    data = task_data(task, study.splits, study.stores["pretrained"], args.seed)
     train, test = data["train"], data["test"]
     n_classes = len(task.classes)
     x_train = train.features(np.arange(len(train)))         # [n, heads, dim]
@@ -48,8 +55,7 @@ def main() -> None:
           f"{len(test)} test examples, l2 {args.l2}", flush=True)
 
     started = time.perf_counter()
-    module = train_probe(train, n_classes, cfg.seed, l2=(args.l2,), steps=cfg.probe.steps,
-                         batch_size=cfg.probe.batch_size, lr=cfg.probe.lr)
+    module = train_probe(train, n_classes, args.seed, probe)
     batched = accuracy_from(module.confusion(test, n_classes))[0].numpy()
     batched_seconds = time.perf_counter() - started
     print(f"batched (pytorch-lightning, all heads at once): {batched_seconds:7.1f} s", flush=True)

@@ -28,9 +28,10 @@ from .docstrings import summarize, word_tokens
 from .errors import DataError
 from .extract import extract_functions
 from .files import atomic_directory
+from .hashing import content_hash
 from .languages import language_spec
+from .settings import SPLITS
 
-SPLITS = ("train", "valid", "test")
 MANIFEST = "manifest.json"
 # Test suites and installed third-party packages are not the library itself.
 STDLIB_EXCLUDES = ("site-packages/*", "dist-packages/*", "test/*", "*/test/*", "tests/*", "*/tests/*",
@@ -89,8 +90,7 @@ def resolve_settings(settings: CorpusSettings) -> CorpusSettings:
 
 def settings_key(settings: CorpusSettings) -> str:
     """A short hash of the resolved settings and the tool versions that shape the output."""
-    payload = json.dumps({"settings": asdict(settings), "tools": tool_versions(settings.language)}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return content_hash({"settings": asdict(settings), "tools": tool_versions(settings.language)}, 12)
 
 
 def source_fingerprint(settings: CorpusSettings) -> str:

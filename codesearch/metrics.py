@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-PROTOCOLS = ("whole_pool", "csn")
-RECALL_AT = (1, 5, 10)
+from .settings import Protocol
+
+PROTOCOLS = tuple(Protocol)
 
 
 @dataclass
@@ -38,13 +39,24 @@ class ProtocolResult:
     def recall_at(self, k: int) -> float:
         return float((self.ranks <= k).mean()) if len(self.ranks) else float("nan")
 
-    def summary(self) -> dict:
-        out = {"protocol": self.protocol, "mrr": self.mrr}
-        out.update({f"recall_at_{k}": self.recall_at(k) for k in RECALL_AT})
-        out.update({"n_queries": int(len(self.ranks)), "candidates_per_query": self.candidates_per_query})
-        if self.notes:
-            out["notes"] = self.notes
-        return out
+    def summary(self) -> ProtocolSummary:
+        return ProtocolSummary(protocol=str(self.protocol), mrr=self.mrr, recall_at_1=self.recall_at(1),
+                               recall_at_5=self.recall_at(5), recall_at_10=self.recall_at(10),
+                               n_queries=int(len(self.ranks)), candidates_per_query=self.candidates_per_query,
+                               notes=self.notes)
+
+
+@dataclass
+class ProtocolSummary:
+    """What the outputs say of a protocol's result."""
+    protocol: str
+    mrr: float
+    recall_at_1: float
+    recall_at_5: float
+    recall_at_10: float
+    n_queries: int
+    candidates_per_query: int
+    notes: str = ""
 
 
 def ranks_from_scores(scores: np.ndarray | torch.Tensor, gold: np.ndarray) -> np.ndarray:

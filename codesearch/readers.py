@@ -22,9 +22,9 @@ from .docstrings import strip_docstring, summarize
 from .errors import DataError
 from .languages import LANGUAGES, language_spec
 from .records import Example, RetrievalTask
+from .settings import SPLITS, DataForm
 
-FORMS = ("auto", "csn", "hf", "codexglue", "pairs")
-SPLITS = ("train", "valid", "test")
+FORMS = tuple(DataForm)
 
 # The fields each form needs; their names as each form spells them.
 SCHEMAS = {

@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from enum import StrEnum
+from typing import Any
 
 from codesearch.errors import UserError
 
-from .config import COMMAND_SECTIONS, describe_options, explicit_keys, load_config
+from .config import explicit_keys, load_config
+from .schema import COMMAND_SECTIONS, TOP_LEVEL, Config
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class Command:
 
 COMMANDS = {
     "corpus": Command("build a CodeSearchNet-format corpus from source files (default: the Python standard "
-                      "library)", "experiments.build_corpus:run_corpus"),
+                      "library)", "experiments.corpus:run_corpus"),
     "evaluate": Command("baseline retrieval: MRR under both protocols and recall@1/5/10, per-query ranks kept",
                         "experiments.evaluate:run_evaluate"),
     "ablate": Command("mask heads one at a time (or as sets), measure the drop in MRR query by query, test it "
@@ -50,6 +53,34 @@ and any --config files in order. Examples:
   codebert-heads evaluate data.max_queries=200 model.batch_size=16
   codebert-heads evaluate --config demo eval.protocol=csn
 """
+
+
+def describe_options(sections: tuple[str, ...]) -> str:
+    """Every option of the given sections with its default and meaning, for --help."""
+    section_types = {f.name: f.default_factory for f in fields(Config) if f.default_factory is not MISSING}
+    groups = [(f"{name}.", section_types[name], None) for name in sections] + [("", Config, TOP_LEVEL)]
+    lines = []
+    for prefix, owner, only in groups:
+        for f in fields(owner):
+            if only is not None and f.name not in only:
+                continue
+            default = f.default if f.default is not MISSING else f.default_factory()
+            lines.append(f"  {prefix}{f.name}={_show(default)}")
+            if f.metadata.get("help"):
+                lines.append(f"      {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

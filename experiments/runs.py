@@ -1,43 +1,29 @@
-"""Run folders: where a command's results go, written so that nothing half-done looks finished.
+"""Where a command's results go, and the one object that owns a run from start to finish.
 
-Every result file is written atomically; `metrics.json` (or the command's own summary file) is written last,
-so its presence marks a finished run.
+A study is one baseline (model, corpus, data selection, evaluation settings): its folder
+`<runs_dir>/<study>/` holds the runs of every command on it, the cached baseline and the offline W&B runs.
+`Run` owns one run: its folder, the marker that says it finished (its typed record, written last), the timings,
+`config.yaml`, and the W&B log sent once the folder is complete.
 """
 from __future__ import annotations
 
-import json
-import platform
 import re
-from importlib import metadata
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from codesearch.files import atomic_write_csv, atomic_write_text
+from codesearch.files import atomic_write_text
+from codesearch.runfolder import RunRecord, Timings, package_versions
+from tracking.wandb_log import RunLog, log_run
 
 from .config import study_key, to_plain
-
-PACKAGES = ("codebert-heads", "torch", "transformers", "tokenizers", "numpy", "scipy", "statsmodels",
-            "scikit-learn", "pandas", "omegaconf", "tree-sitter", "wandb", "pytorch-lightning")
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+from .schema import STUDY_SECTIONS
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40] or "x"
-
-
-# The settings that decide a study's baseline: every run of a study shares its queries, pool and model.
-STUDY_SECTIONS = ("data", "corpus", "model", "eval")
 
 
 def study_name(cfg: DictConfig) -> str:
@@ -53,50 +39,59 @@ def study_dir(cfg: DictConfig) -> Path:
     return Path(cfg.runs_dir).expanduser() / study_name(cfg)
 
 
-def run_dir(cfg: DictConfig, command: str, label: str = "") -> Path:
-    """`output_dir` if set, else `<study>/<command>[/<label>]`."""
-    if cfg.output_dir:
-        return Path(cfg.output_dir).expanduser()
-    folder = study_dir(cfg) / command
-    return folder / label if label else folder
+def prepare_torch(cfg: DictConfig) -> None:
+    import torch  # here: the commands that need no model start without it
+
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
 
 
-def begin_run(out: Path, marker: str, outputs: tuple[str, ...] = ()) -> None:
-    """Open a run folder: an earlier run's completion marker goes first, so that an interruption from here
-    on can never leave new partial files beside an old marker that says "finished"; then the earlier run's other
-    outputs (glob patterns), so that none of them is taken for this run's."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / marker).unlink(missing_ok=True)
-    for pattern in outputs:
-        for path in out.glob(pattern):
-            if path.is_file():
-                path.unlink()
+class Run:
+    """One run of a command:
 
+        run = Run(cfg, "ablate", label)          # its folder: output_dir, else <study>/ablate/<label>
+        with run.timings.phase("setup_s"): ...
+        run.begin(outputs)                       # just before the first result file
+        ...                                      # write results into run.folder
+        run.finish(record, files, log)           # the record last (it marks the run finished), then W&B
+    """
 
-def write_json(path: Path, payload: dict) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+    def __init__(self, cfg: DictConfig, command: str, label: str = "", study: str | None = None,
+                 home: Path | None = None):
+        self.cfg, self.command = cfg, command
+        self.study = study or study_name(cfg)
+        self.home = Path(home) if home is not None else study_dir(cfg)
+        default = self.home / command / label if label else self.home / command
+        self.folder = Path(cfg.output_dir).expanduser() if cfg.output_dir else default
+        self.timings = Timings()
+        self._started = time.perf_counter()
 
+    def begin(self, record_type: type[RunRecord], outputs: tuple[str, ...] = ()) -> None:
+        """Open the folder: an earlier run's record goes first, so that an interruption from here on can never
+        leave new partial files beside an old record that says "finished"; then the earlier run's other outputs
+        (glob patterns), so that none of them is taken for this run's; then this run's config.yaml."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / record_type.FILE).unlink(missing_ok=True)
+        for pattern in (*outputs, "config.yaml"):
+            for path in self.folder.glob(pattern):
+                if path.is_file():
+                    path.unlink()
+        atomic_write_text(self.folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_plain(self.cfg))))
 
-def _json_default(value):
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._started
 
-
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write_csv(path, frame)
-
-
-def write_config(path: Path, cfg: DictConfig) -> None:
-    from omegaconf import OmegaConf
-
-    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg))))
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    def finish(self, record: RunRecord, files: list[str],
+               log: Callable[[RunRecord], RunLog] | None = None) -> RunRecord:
+        """Complete the record with what every run records, write it (last: its presence marks the run
+        finished), then log the run to W&B (`log(record)` says what to send)."""
+        self.timings["total_s"] = self.elapsed()
+        record.command, record.study, record.config = self.command, self.study, to_plain(self.cfg)
+        record.files = [*files, "config.yaml"]
+        record.versions = package_versions()
+        record.timings = self.timings.rounded()
+        record.write(self.folder)
+        if log is not None:
+            log_run(OmegaConf.to_object(self.cfg.wandb), record.config, self.study, self.home, log(record))
+        return record

@@ -5,8 +5,9 @@ concatenation of the heads' outputs, [batch, seq, heads * head_dim], before the 
 head h's slice there is exactly what `head_mask` did (it zeroed the head's attention probabilities). Masking
 after the projection would not remove a head. A pre-hook there leaves SDPA on, so ablation runs at full speed.
 
-Following TransformerLens, the hook point of layer L is named `blocks.{L}.attn.hook_z`; a hook function sees
-z as [batch, seq, heads, head_dim] and may return a replacement.
+This is TransformerLens's hook point `blocks.{L}.attn.hook_z`. A hook function is called as
+`fn(layer, z, attention_mask)`, z = [batch, seq, heads, head_dim] and the batch's attention mask [batch, seq],
+and may return a replacement for z.
 """
 from __future__ import annotations
 
@@ -19,14 +20,9 @@ from torch import nn
 from codesearch.errors import UserError
 
 from .naming import HeadId
+from .settings import MaskMode
 
-HookFn = Callable[[int, torch.Tensor], "torch.Tensor | None"]
-MODES = ("zero", "mean", "resample")
-SIDES = ("query", "code", "both")
-
-
-def hook_point_name(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_z"
+HookFn = Callable[[int, torch.Tensor, "torch.Tensor | None"], "torch.Tensor | None"]
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -40,8 +36,8 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def z_module(model: nn.Module, layer: int) -> nn.Linear:
-    """The output projection of layer `layer`'s attention, whose input is the hook point."""
+def output_projection(model: nn.Module, layer: int) -> nn.Linear:
+    """Layer `layer`'s attention output projection, whose input is the hook point."""
     module = getattr(getattr(getattr(encoder_layers(model)[layer], "attention", None), "output", None), "dense",
                      None)
     if not isinstance(module, nn.Linear):
@@ -50,8 +46,10 @@ def z_module(model: nn.Module, layer: int) -> nn.Linear:
 
 
 @contextlib.contextmanager
-def hook_z(model: nn.Module, fn: HookFn, layers: Iterable[int] | None = None):
-    """Call `fn(layer, z)` at every forward of the given layers (default all), z = [batch, seq, heads, head_dim].
+def hook_z(model: nn.Module, fn: HookFn, attention_mask: torch.Tensor | None = None,
+           layers: Iterable[int] | None = None):
+    """Call `fn(layer, z, attention_mask)` at every forward of the given layers (default all),
+    z = [batch, seq, heads, head_dim], the mask being that of the batch the block runs.
 
     If `fn` returns a tensor, it replaces z; it must not modify z in place (callers may hold the tensor).
     """
@@ -63,8 +61,7 @@ def hook_z(model: nn.Module, fn: HookFn, layers: Iterable[int] | None = None):
     def make_hook(layer: int):
         def pre_hook(_module, args):
             z = args[0]
-            heads_view = z.view(*z.shape[:-1], n_heads, head_dim)
-            replaced = fn(layer, heads_view)
+            replaced = fn(layer, z.view(*z.shape[:-1], n_heads, head_dim), attention_mask)
             if replaced is None:
                 return None
             return (replaced.reshape(z.shape), *args[1:])
@@ -72,7 +69,7 @@ def hook_z(model: nn.Module, fn: HookFn, layers: Iterable[int] | None = None):
 
     try:
         for layer in (range(len(encoder_layers(model))) if layers is None else layers):
-            handles.append(z_module(model, layer).register_forward_pre_hook(make_hook(layer)))
+            handles.append(output_projection(model, layer).register_forward_pre_hook(make_hook(layer)))
         yield
     finally:
         for handle in handles:
@@ -82,22 +79,27 @@ def hook_z(model: nn.Module, fn: HookFn, layers: Iterable[int] | None = None):
 def heads_by_layer(heads: Iterable[HeadId]) -> dict[int, list[int]]:
     grouped: dict[int, list[int]] = {}
     for head in sorted(heads):
-        grouped.setdefault(head.layer, []).append(head.head)
+        grouped.setdefault(head.layer, []).append(head.index)
     return grouped
+
+
+def _require_mask(attention_mask: torch.Tensor | None, what: str) -> torch.Tensor:
+    if attention_mask is None:
+        raise RuntimeError(f"{what} needs the batch's attention mask: run it through hook_z(..., attention_mask)")
+    return attention_mask
 
 
 class HeadMask:
     """Replaces the outputs of chosen heads: `zero`, `mean` (their mean over held-out tokens) or `resample`
     (their output on another input of the same batch).
 
-    `means[layer]` is [heads, head_dim] for mean mode. Resample needs the batch's attention mask, set in
-    `attention_mask` before each forward: input i takes the head output of input i+1 (cyclically) at the
-    same positions, and, where that input is padding, that input's mean over its real tokens.
+    `means[layer]` is [heads, head_dim] for mean mode. Resample: input i takes the head output of input i+1
+    (cyclically) at the same positions, and, where that input is padding, that input's mean over its real tokens.
     """
 
     def __init__(self, heads: Iterable[HeadId], mode: str = "zero", means: dict[int, torch.Tensor] | None = None):
-        if mode not in MODES:
-            raise UserError(f"unknown masking mode {mode!r}: choose one of {', '.join(MODES)}")
+        if mode not in tuple(MaskMode):
+            raise UserError(f"unknown masking mode {mode!r}: choose one of {', '.join(MaskMode)}")
         self.by_layer = heads_by_layer(heads)
         if not self.by_layer:
             raise UserError("a head mask needs at least one head")
@@ -107,13 +109,12 @@ class HeadMask:
             missing = [layer for layer in self.by_layer if means is None or layer not in means]
             if missing:
                 raise UserError(f"mean masking needs each head's mean output; none for layers {missing}")
-        self.attention_mask: torch.Tensor | None = None
 
     @property
     def layers(self) -> list[int]:
         return sorted(self.by_layer)
 
-    def __call__(self, layer: int, z: torch.Tensor) -> torch.Tensor | None:
+    def __call__(self, layer: int, z: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         heads = self.by_layer.get(layer)
         if not heads:
             return None
@@ -124,16 +125,15 @@ class HeadMask:
         elif self.mode == "mean":
             out[:, :, index] = self.means[layer][index].to(z.dtype).to(z.device)
         else:
-            out[:, :, index] = self._resampled(z[:, :, index])
+            out[:, :, index] = self._resampled(z[:, :, index], _require_mask(attention_mask, "resample masking"))
         return out
 
-    def _resampled(self, z_heads: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _resampled(z_heads: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """z_heads [batch, seq, k, head_dim]: each input's slice from the next input of the batch."""
-        if self.attention_mask is None:
-            raise RuntimeError("resample masking needs the batch's attention mask set before the forward pass")
         if z_heads.shape[0] < 2:
             raise UserError("resample masking needs batches of at least two inputs (model.batch_size >= 2)")
-        mask = self.attention_mask.to(z_heads.device).bool()
+        mask = attention_mask.to(z_heads.device).bool()
         donor = z_heads.roll(-1, dims=0)
         donor_mask = mask.roll(-1, dims=0)
         weights = donor_mask[:, :, None, None].to(z_heads.dtype)
@@ -148,26 +148,24 @@ class GradientMask:
     def __init__(self, mask: torch.Tensor):
         self.mask = mask
 
-    def __call__(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+    def __call__(self, layer: int, z: torch.Tensor, _attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return z * self.mask[layer].to(z.dtype)[None, None, :, None]
 
 
 class MeanAccumulator:
-    """Sums each head's output over real (non-padding) tokens, to mean-mask with.
-
-    Set `attention_mask` before each forward. `means()` gives {layer: [heads, head_dim]}.
-    """
+    """Sums each head's output over real (non-padding) tokens, to mean-mask with. `means()` gives
+    {layer: [heads, head_dim]}."""
 
     def __init__(self):
         self.sums: dict[int, torch.Tensor] = {}
         self.counts: dict[int, int] = {}
-        self.attention_mask: torch.Tensor | None = None
 
-    def __call__(self, layer: int, z: torch.Tensor) -> None:
-        weights = self.attention_mask.to(z.device)[:, :, None, None].to(torch.float64)
+    def __call__(self, layer: int, z: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+        attention_mask = _require_mask(attention_mask, "a mean over real tokens")
+        weights = attention_mask.to(z.device)[:, :, None, None].to(torch.float64)
         total = (z.to(torch.float64) * weights).sum(dim=(0, 1))
         self.sums[layer] = self.sums[layer] + total if layer in self.sums else total
-        self.counts[layer] = self.counts.get(layer, 0) + int(self.attention_mask.sum())
+        self.counts[layer] = self.counts.get(layer, 0) + int(attention_mask.sum())
         return None
 
     def means(self) -> dict[int, torch.Tensor]:

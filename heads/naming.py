@@ -1,8 +1,10 @@
-"""One way to name a head everywhere: `L3H7` in tables, runs and file names; `3.7` in specs.
+"""One way to name a head everywhere: `L3H7` in tables, runs, W&B and file names; `3.7` in specs.
 
 A spec addresses a set of heads: `3.5` one head, `3.*` every head of layer 3, `*.0` head 0 of every layer,
 `3.5,4.1` a list, `*` (or `*.*`) all of them. Names work in specs too (`L3H5`, `L3H*`), which no YAML or
-sweep tool can mistake for a number (`3.10` read as a number is 3.1).
+sweep tool can mistake for a number (`3.10` read as a number is 3.1). A set is named by its parts in layer/head
+order, joined by `+` (`L3H5+L4H1`, `L3H*`); that name reads back as a spec. Heads of the whole model are also
+numbered flat, layer by layer (`layer * heads_per_layer + index`), as feature arrays hold them.
 """
 from __future__ import annotations
 
@@ -16,23 +18,37 @@ class HeadSpecError(UserError):
     """A head spec that is empty, malformed, or addresses a head the model does not have."""
 
 
+def head_name(layer: int | str, index: int | str) -> str:
+    """The one way a head is written: `L3H7` (a wildcard for either number gives a set's part, `L3H*`)."""
+    return f"L{layer}H{index}"
+
+
 @dataclass(frozen=True, order=True)
 class HeadId:
     layer: int
-    head: int
+    index: int      # the head's number within its layer
 
     @property
     def name(self) -> str:
-        return f"L{self.layer}H{self.head}"
+        return head_name(self.layer, self.index)
 
     @property
     def spec(self) -> str:
-        return f"{self.layer}.{self.head}"
+        return f"{self.layer}.{self.index}"
+
+    def flat(self, heads_per_layer: int) -> int:
+        """The head's position among all heads of the model, layer by layer."""
+        return self.layer * heads_per_layer + self.index
+
+    @classmethod
+    def from_flat(cls, flat: int, heads_per_layer: int) -> HeadId:
+        return cls(*divmod(int(flat), heads_per_layer))
 
     def __str__(self) -> str:
         return self.name
 
 
+ALL = ("*", "*.*", "all")
 _NAME = re.compile(r"^L(\d+)H(\d+)$")
 _PART = re.compile(r"^(\d+|\*)\.(\d+|\*)$")
 _NAMED_PART = re.compile(r"^L(\d+|\*)H(\d+|\*)$")
@@ -47,31 +63,38 @@ def parse_head_name(text: str) -> HeadId:
     return HeadId(int(match.group(1)), int(match.group(2)))
 
 
+def _parts(spec: str) -> list[tuple[str, str | None]]:
+    """(layer, head) texts of each part of a spec (`*` for a wildcard); (part, None) for a malformed part."""
+    parts = []
+    for raw in str(spec).replace("+", ",").split(","):
+        part = "*.*" if raw.strip() in ALL else raw.strip()
+        match = _PART.match(part) or _NAMED_PART.match(part)
+        parts.append(match.groups() if match else (part, None))
+    return parts
+
+
 def parse_head_spec(spec: str, n_layers: int, n_heads: int) -> list[HeadId]:
-    """The heads a spec addresses, sorted and without repeats; a clear error for a bad or out-of-range part."""
+    """The heads a spec (or a set's name) addresses, sorted and without repeats; a clear error for a bad or
+    out-of-range part."""
     if spec is None or not str(spec).strip():
         raise HeadSpecError("empty head spec: give heads as layer.head, e.g. 3.5, 3.*, *.0 or 3.5,4.1")
     heads: set[HeadId] = set()
-    for raw in str(spec).split(","):
-        part = raw.strip()
-        if part in ("*", "*.*", "all"):
-            part = "*.*"
-        match = _PART.match(part) or _NAMED_PART.match(part)
-        if not match:
-            raise HeadSpecError(f"malformed head spec part {raw.strip()!r} in {spec!r}: expected layer.head "
+    for layer_text, head_text in _parts(spec):
+        if head_text is None:
+            raise HeadSpecError(f"malformed head spec part {layer_text!r} in {spec!r}: expected layer.head "
                                 f"with numbers or *, e.g. 3.5, 3.* or *.0 (or a name such as L3H5)")
-        layer_text, head_text = match.groups()
+        part = f"{layer_text}.{head_text}"
         layers = range(n_layers) if layer_text == "*" else [int(layer_text)]
         head_range = range(n_heads) if head_text == "*" else [int(head_text)]
         for layer in layers:
             if not 0 <= layer < n_layers:
                 raise HeadSpecError(f"head spec {part!r}: layer {layer} is out of range "
                                     f"(the model has layers 0..{n_layers - 1})")
-            for head in head_range:
-                if not 0 <= head < n_heads:
-                    raise HeadSpecError(f"head spec {part!r}: head {head} is out of range "
+            for index in head_range:
+                if not 0 <= index < n_heads:
+                    raise HeadSpecError(f"head spec {part!r}: head {index} is out of range "
                                         f"(the model has heads 0..{n_heads - 1} in each layer)")
-                heads.add(HeadId(layer, head))
+                heads.add(HeadId(layer, index))
     return sorted(heads)
 
 
@@ -80,15 +103,23 @@ def head_set_name(spec: str) -> str:
 
     Parts are put in layer/head order and repeats dropped, so `4.1,3.5` names the same condition as `3.5,4.1`.
     """
-    parts = set()
-    for raw in str(spec).split(","):
-        part = raw.strip()
-        if part in ("*", "*.*", "all"):
-            part = "*.*"
-        match = _PART.match(part) or _NAMED_PART.match(part)
-        parts.add(match.groups() if match else (part, ""))
+    def order(part: tuple[str, str | None]):  # numbers in numeric order, a wildcard before them
+        return tuple((-1, "") if text == "*" else (int(text), "") if text and text.isdigit() else (-2, text or "")
+                     for text in part)
 
-    def order(part: tuple[str, str]):  # numbers in numeric order, a wildcard before them
-        return tuple((-1, "") if text == "*" else (int(text), "") if text.isdigit() else (-2, text) for text in part)
+    return "+".join(head_name(layer, head) if head is not None else layer
+                    for layer, head in sorted(set(_parts(spec)), key=order))
 
-    return "+".join(f"L{layer}H{head}" if head else layer for layer, head in sorted(parts, key=order))
+
+def every_head(n_layers: int, n_heads: int) -> list[HeadId]:
+    """All heads of a model, layer by layer (in flat order)."""
+    return [HeadId(layer, index) for layer in range(n_layers) for index in range(n_heads)]
+
+
+def is_every_head(spec: str) -> bool:
+    return str(spec).strip() in ALL
+
+
+def file_safe(name: str) -> str:
+    """A head or set name as a file or folder name: the wildcard `*` becomes `x` (`L5H*` -> `L5Hx`)."""
+    return name.replace("*", "x")

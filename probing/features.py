@@ -3,22 +3,20 @@ ablation), per token and mean-pooled per sequence, streamed to disk in float16 s
 
 A store is a folder: `tokens-NNNNN.npy` shards [tokens, layers*heads, head_dim], `tokens_meta.npy` [tokens, 2]
 (sequence index, position), `pooled.npy` [sequences, layers*heads, head_dim], and `store.json` (shapes and the
-signature of what was encoded). It is written under a temporary name and renamed when complete, so a store
-that exists is whole; reading memory-maps the shards, so a corpus larger than memory works.
+signature of what was encoded). It is written under a temporary name and renamed when complete (an older store
+is replaced only then), so a store that exists is whole; reading memory-maps the shards, so a corpus larger than
+memory works.
 """
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from codesearch.files import atomic_directory
 from heads.encoder import Encoder
-from heads.hooks import hook_z
 
 STORE_FILE = "store.json"
 
@@ -54,69 +52,48 @@ def store_matches(folder: Path, signature: dict) -> bool:
     return path.is_file() and json.loads(path.read_text()).get("signature") == signature
 
 
-@torch.inference_mode()
 def extract_features(encoder: Encoder, token_ids: list[list[int]], keep: list[np.ndarray], folder: Path,
                      signature: dict, batch_size: int, shard_rows: int = 16384, progress: bool = True,
                      desc: str = "head features") -> FeatureStore:
     """Encode `token_ids`, writing every head's output at the kept positions (`keep[i]`: positions of sequence
-    i) and its mean over each sequence's real tokens."""
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    layers, heads, dim = encoder.n_layers, encoder.n_heads, encoder.head_dim
+    i) and its mean over each sequence's real tokens. Heads are numbered flat (`HeadId.flat`)."""
+    layers, total_heads, dim = encoder.n_layers, encoder.total_heads, encoder.head_dim
     captured: dict[int, torch.Tensor] = {}
 
-    def capture(layer, z):
+    def capture(layer, z, _attention_mask):
         captured[layer] = z
 
-    pooled = np.zeros((len(token_ids), layers * heads, dim), dtype=np.float16)
-    buffer, meta, shards, written = [], [], [], 0
+    pooled = np.zeros((len(token_ids), total_heads, dim), dtype=np.float16)
+    with atomic_directory(folder) as tmp:
+        buffer, meta, shards, written = [], [], [], 0
 
-    def flush():
-        nonlocal buffer, written
-        if buffer:
-            block = np.concatenate(buffer)
-            name = f"tokens-{len(shards):05d}.npy"
-            np.save(tmp / name, block)
-            shards.append(name)
-            written += len(block)
-            buffer = []
+        def flush():
+            nonlocal buffer, written
+            if buffer:
+                block = np.concatenate(buffer)
+                name = f"tokens-{len(shards):05d}.npy"
+                np.save(tmp / name, block)
+                shards.append(name)
+                written += len(block)
+                buffer = []
 
-    batches = list(encoder.length_sorted_batches(token_ids, batch_size))
-    with hook_z(encoder.model, capture):
-        for positions, ids, attention_mask in tqdm(batches, desc=desc, unit="batch", disable=not progress,
-                                                   file=sys.stderr, mininterval=1.0):
-            encoder.model(input_ids=ids, attention_mask=attention_mask)
+        for batch, _ in encoder.forward_batches(token_ids, batch_size, hook=capture, progress=progress, desc=desc):
             # [batch, seq, layers*heads, head_dim]
             z = torch.stack([captured[layer] for layer in range(layers)], dim=2).flatten(2, 3).float()
-            weights = attention_mask[:, :, None, None].to(z.dtype)
+            weights = batch.attention_mask[:, :, None, None].to(z.dtype)
             mean = (z * weights).sum(1) / weights.sum(1).clamp(min=1)
-            pooled[np.asarray(positions)] = mean.cpu().numpy().astype(np.float16)
-            for row, sequence in enumerate(positions):
+            pooled[np.asarray(batch.positions)] = mean.cpu().numpy().astype(np.float16)
+            for row, sequence in enumerate(batch.positions):
                 kept = keep[sequence]
                 if len(kept):
                     buffer.append(z[row, torch.as_tensor(kept)].cpu().numpy().astype(np.float16))
                     meta.append(np.stack([np.full(len(kept), sequence), kept], axis=1))
             if sum(len(b) for b in buffer) >= shard_rows:
                 flush()
-    flush()
-    np.save(tmp / "tokens_meta.npy", np.concatenate(meta) if meta else np.zeros((0, 2), dtype=np.int64))
-    np.save(tmp / "pooled.npy", pooled)
-    info = {"signature": signature, "token_shards": shards, "n_tokens": written, "n_sequences": len(token_ids),
-            "feature_shape": [layers * heads, dim], "layers": layers, "heads": heads}
-    (tmp / STORE_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+        flush()
+        np.save(tmp / "tokens_meta.npy", np.concatenate(meta) if meta else np.zeros((0, 2), dtype=np.int64))
+        np.save(tmp / "pooled.npy", pooled)
+        info = {"signature": signature, "token_shards": shards, "n_tokens": written, "n_sequences": len(token_ids),
+                "feature_shape": [total_heads, dim], "layers": layers, "heads": encoder.n_heads}
+        (tmp / STORE_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return FeatureStore(folder)
-
-
-def random_init_copy(encoder: Encoder, seed: int) -> Encoder:
-    """The same architecture, tokenizer and pooling with freshly initialised weights (the probes' baseline)."""
-    from transformers import AutoModel
-
-    torch.manual_seed(seed)
-    model = AutoModel.from_config(encoder.model.config, add_pooling_layer=encoder.recipe.pooling == "pooler")
-    model.eval().to(encoder.device)
-    info = type(encoder.info)(**{**encoder.info.__dict__, "revision": f"random-init-seed{seed}"})
-    return Encoder(model, encoder.tokenizer, encoder.recipe, info, encoder.device)

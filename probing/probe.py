@@ -1,8 +1,9 @@
 """Linear probes for every head at once: one batched multinomial logistic regression, trained with
 pytorch-lightning.
 
-For features x [examples, heads, dim] the module keeps weights W [strengths, heads, dim, classes]: one
-independent probe per head and per candidate L2 strength, computed in one einsum. The loss is each probe's
+For features x [examples, heads, dim] (every head of the model, numbered flat) the module keeps weights
+W [strengths, heads, dim, classes]: one independent probe per head and per candidate L2 strength, computed in one
+einsum. The loss is each probe's
 mean cross-entropy plus λ/2·||W||² (weights only, as scikit-learn penalises them; λ = 1/(C·n) for scikit-learn's C),
 summed over the independent probes. Features are standardised with the training set's mean and deviation. The
 strength is chosen per head on validation data; accuracy and macro-F1 are then measured on test data.
@@ -19,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-DEFAULT_L2 = (1e-4, 1e-3, 1e-2, 1e-1)
+from .settings import ProbeConfig
 
 
 @dataclass
@@ -77,14 +78,14 @@ class BatchedLinearProbe(pl.LightningModule):
     Shapes: x [batch, heads, dim] -> logits [batch, strengths, heads, classes].
     """
 
-    def __init__(self, n_heads: int, dim: int, n_classes: int, l2: tuple[float, ...], mean: torch.Tensor,
+    def __init__(self, total_heads: int, dim: int, n_classes: int, l2: tuple[float, ...], mean: torch.Tensor,
                  std: torch.Tensor, lr: float = 0.05, steps: int = 200):
         super().__init__()
         self.l2 = torch.tensor(l2, dtype=torch.float32)
         self.lr = lr
         self.steps = steps
-        self.weight = torch.nn.Parameter(torch.zeros(len(l2), n_heads, dim, n_classes))
-        self.bias = torch.nn.Parameter(torch.zeros(len(l2), n_heads, n_classes))
+        self.weight = torch.nn.Parameter(torch.zeros(len(l2), total_heads, dim, n_classes))
+        self.bias = torch.nn.Parameter(torch.zeros(len(l2), total_heads, n_classes))
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
 
@@ -140,14 +141,15 @@ def macro_f1_from(confusion: torch.Tensor) -> torch.Tensor:
     return (f1 * present).sum(-1) / present.sum(-1).clamp(min=1)
 
 
-def train_probe(train: ProbeData, n_classes: int, seed: int, l2: tuple[float, ...] = DEFAULT_L2,
-                steps: int = 200, batch_size: int = 1024, lr: float = 0.05, progress: bool = False
-                ) -> BatchedLinearProbe:
-    """The trained batched probe (eval mode), `steps` minibatch updates, with pytorch-lightning."""
+def train_probe(train: ProbeData, n_classes: int, seed: int, settings: ProbeConfig = ProbeConfig(),
+                progress: bool = False) -> BatchedLinearProbe:
+    """The trained batched probe (eval mode): `settings.steps` minibatch updates of `settings.batch_size`, one
+    probe per head and `settings.l2` strength, with pytorch-lightning."""
     pl.seed_everything(seed, workers=True, verbose=False)
     mean, std = feature_moments(train)
-    heads, dim = mean.shape
-    module = BatchedLinearProbe(heads, dim, n_classes, tuple(l2), mean, std, lr, steps)
+    total_heads, dim = mean.shape
+    steps = settings.steps
+    module = BatchedLinearProbe(total_heads, dim, n_classes, tuple(settings.l2), mean, std, settings.lr, steps)
     with warnings.catch_warnings():
         # Lightning's notes on data-loader workers and accelerators, and a deprecation inside Lightning itself.
         warnings.filterwarnings("ignore", message=".*(does not have many workers|num_workers|GPU available|TPU"
@@ -157,7 +159,7 @@ def train_probe(train: ProbeData, n_classes: int, seed: int, l2: tuple[float, ..
         trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
                              enable_model_summary=False, enable_progress_bar=progress, accelerator="auto",
                              devices=1, deterministic=True)
-        trainer.fit(module, _loader(train, batch_size, shuffle=True, seed=seed))
+        trainer.fit(module, _loader(train, settings.batch_size, shuffle=True, seed=seed))
     return module.eval()
 
 
@@ -170,14 +172,13 @@ class ProbeResult:
 
 
 def fit_probe(train: ProbeData, valid: ProbeData, test: ProbeData, n_classes: int, seed: int,
-              l2: tuple[float, ...] = DEFAULT_L2, steps: int = 200, batch_size: int = 1024, lr: float = 0.05,
-              progress: bool = False) -> ProbeResult:
+              settings: ProbeConfig = ProbeConfig(), progress: bool = False) -> ProbeResult:
     """Train one probe per head and strength, choose each head's strength on `valid`, measure on `test`.
 
     Training is counted in optimizer steps, not epochs, so that a small set (a few hundred functions) is trained
     as fully as a large one.
     """
-    module = train_probe(train, n_classes, seed, l2, steps, batch_size, lr, progress)
+    module = train_probe(train, n_classes, seed, settings, progress)
     heads = module.weight.shape[1]
     valid_accuracy = accuracy_from(module.confusion(valid, n_classes))      # [strengths, heads]
     chosen = valid_accuracy.argmax(0)                                        # [heads]
@@ -186,5 +187,5 @@ def fit_probe(train: ProbeData, valid: ProbeData, test: ProbeData, n_classes: in
     chosen_confusion = test_confusion.gather(0, pick)[0]                     # [heads, C, C]
     return ProbeResult(
         accuracy=accuracy_from(chosen_confusion).numpy(), macro_f1=macro_f1_from(chosen_confusion).numpy(),
-        chosen_l2=np.asarray(l2)[chosen.numpy()], valid_accuracy=valid_accuracy.max(0).values.numpy(),
+        chosen_l2=np.asarray(settings.l2)[chosen.numpy()], valid_accuracy=valid_accuracy.max(0).values.numpy(),
     )

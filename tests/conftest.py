@@ -37,7 +37,7 @@ def tiny_roberta_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def builtin_encoder():
-    from heads.encoder import load_encoder
+    from heads.models import load_encoder
 
     return load_encoder("builtin")
 

@@ -10,6 +10,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 import ablation.engine as engine
+import ablation.study as study
 from experiments.cli import main
 
 COLUMNS = ["condition", "layer", "head", "mode", "side", "baseline_mrr", "ablated_mrr", "delta_mrr", "ci_low",
@@ -102,8 +103,7 @@ def test_resume_continues_and_ends_with_the_same_table(tmp_path, pairs_file, tin
                 raise KeyboardInterrupt
         return real_run(*args[:4], stop_after_three, *args[5:], **kwargs)
 
-    import experiments.ablate as command
-    monkeypatch.setattr(command, "run_conditions", interrupted_run)
+    monkeypatch.setattr(study, "run_conditions", interrupted_run)
     out = tmp_path / "resumed"
     assert ablate(*common, f"output_dir={out}") == 130
     assert not (out / "run.json").exists() and not (out / "importance.csv").exists()
@@ -114,7 +114,7 @@ def test_resume_continues_and_ends_with_the_same_table(tmp_path, pairs_file, tin
         rerun.extend(c.name for c in conditions)
         return real_run(encoder, queries, candidates, conditions, *args, **kwargs)
 
-    monkeypatch.setattr(command, "run_conditions", counting_run)
+    monkeypatch.setattr(study, "run_conditions", counting_run)
     assert ablate(*common, f"output_dir={out}", "resume=true") == 0
     assert sorted(rerun) == sorted(set(f"L{layer}H{head}" for layer in range(2) for head in range(4)) - set(done))
     for name in ("importance.csv", "per_query.csv", "importance.md", "grad_scores.csv"):
@@ -157,8 +157,7 @@ def test_bad_input_fails_before_any_long_work(tmp_path, pairs_file, tiny_bert_di
     def must_not_run(*_args, **_kwargs):
         raise AssertionError("long work started")
 
-    import experiments.ablate as command
-    monkeypatch.setattr(command, "baseline_embeddings", must_not_run)
+    monkeypatch.setattr(study, "task_embeddings", must_not_run)
     code = ablate(f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"output_dir={tmp_path / 'x'}", override)
     assert code == 2
     assert re.search(message, capsys.readouterr().err)

@@ -9,21 +9,25 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from ablation.conditions import Condition, build_conditions
-from ablation.engine import head_means, masked_embeddings, run_conditions
+from ablation.engine import run_conditions
 from ablation.gradient import gradient_scores, retrieval_loss
-from ablation.report import ReportSettings
+from ablation.means import head_means
+from ablation.settings import ReportSettings
 from ablation.stats import adjust_pvalues, compare_paired, condition_rng, unreachable_significance
 from ablation.table import importance_frame, latex_escape, to_latex, to_markdown
 from codesearch.errors import UserError
 from codesearch.metrics import whole_pool
-from heads.encoder import load_encoder
 from heads.hooks import GradientMask, HeadMask, hook_z
+from heads.models import load_encoder
 from heads.naming import HeadId
+from heads.retrieval import Embeddings
+from heads.settings import ModelConfig
 
 QUERIES = ["sum two numbers", "reverse a string", "read a file", "x", "parse lines of text", "count the words",
            "merge the two sorted lists into one"]
 CODES = ["def add(a, b): return a + b", "def rev(s): return s[::-1]", "def read(p): return open(p).read()",
          "y = 1", "for line in text.splitlines(): parse(line)", "len(text.split())", "return sorted(a + b)"]
+SIZES = ModelConfig(max_query_length=32, max_code_length=48, batch_size=3)
 
 
 @pytest.fixture(params=["tiny_bert_dir", "tiny_roberta_dir"])
@@ -37,7 +41,7 @@ def naive(encoder, condition, means):
     out = {}
     for side, texts, length in (("query", QUERIES, 32), ("code", CODES, 48)):
         mask = HeadMask(condition.heads, condition.mode, means[side]) if condition.affects(side) else None
-        out[side] = masked_embeddings(encoder, texts, length, 3, mask)
+        out[side] = encoder.encode(texts, length, 3, hook=mask, progress=False)
     return out
 
 
@@ -49,7 +53,7 @@ def test_cached_path_is_bit_identical_to_the_naive_path(encoder, mode, side):
                   for layer in range(encoder.n_layers) for head in (0, encoder.n_heads - 1)]
     conditions.append(Condition("set", (HeadId(0, 1), HeadId(encoder.n_layers - 1, 2)), mode, side))
     got = {}
-    run_conditions(encoder, QUERIES, CODES, conditions, lambda c, q, k: got.__setitem__(c.name, (q, k)), 32, 48, 3,
+    run_conditions(encoder, QUERIES, CODES, conditions, lambda c, q, k: got.__setitem__(c.name, (q, k)), SIZES,
                    means=means, progress=False)
     assert set(got) == {c.name for c in conditions}
     baseline = naive(encoder, Condition("none", (HeadId(0, 0),), mode, "query"), means)["code"]
@@ -73,7 +77,7 @@ def test_builtin_model_cached_equals_naive(builtin_encoder):
     conditions = build_conditions("0.3,3.7,5.11", True, 6, 12)
     got = {}
     run_conditions(builtin_encoder, QUERIES, CODES, conditions, lambda c, q, k: got.__setitem__(c.name, (q, k)),
-                   32, 48, 3, progress=False)
+                   SIZES, progress=False)
     for condition in conditions:
         reference = naive(builtin_encoder, condition, {"query": None, "code": None})
         assert torch.equal(got[condition.name][0], reference["query"])
@@ -82,7 +86,7 @@ def test_builtin_model_cached_equals_naive(builtin_encoder):
 
 def test_layer_cache_limit_is_checked_before_work(encoder):
     with pytest.raises(UserError, match="layer cache needs about .* GiB"):
-        run_conditions(encoder, QUERIES, CODES, build_conditions("0.0", True, 2, 4), lambda *a: None, 32, 48, 3,
+        run_conditions(encoder, QUERIES, CODES, build_conditions("0.0", True, 2, 4), lambda *a: None, SIZES,
                        max_cache_gb=1e-9, progress=False)
 
 
@@ -227,14 +231,15 @@ def test_latex_prints_any_model_name_literally():
 def test_gradient_scores_match_finite_differences(tiny_bert_dir):
     encoder = load_encoder(str(tiny_bert_dir))
     gold = np.arange(len(QUERIES))
-    q = masked_embeddings(encoder, QUERIES, 32, 3)
-    c = masked_embeddings(encoder, CODES, 48, 3)
-    scores = gradient_scores(encoder, QUERIES, CODES, gold, q, c, 32, 48, 3, temperature=0.1, progress=False)
+    q = encoder.encode(QUERIES, 32, 3, progress=False)
+    c = encoder.encode(CODES, 48, 3, progress=False)
+    scores = gradient_scores(encoder, QUERIES, CODES, gold, Embeddings(q, c), SIZES, temperature=0.1,
+                             progress=False)
 
     def loss_with(mask_values):
         with hook_z(encoder.model, GradientMask(mask_values)), torch.no_grad():
-            qm = masked_embeddings(encoder, QUERIES, 32, 3)
-            cm = masked_embeddings(encoder, CODES, 48, 3)
+            qm = encoder.encode(QUERIES, 32, 3, progress=False)
+            cm = encoder.encode(CODES, 48, 3, progress=False)
         return float(retrieval_loss(qm, cm, gold, 0.1))
 
     # Central differences, on the heads the loss is most sensitive to (float32 noise swamps tiny slopes).

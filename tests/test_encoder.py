@@ -7,7 +7,7 @@ import torch
 from tiny_models import make_tiny_roberta
 
 from codesearch.errors import UserError
-from heads.encoder import (
+from heads.models import (
     ModelNotAvailable,
     builtin_model_path,
     choose_recipe,

@@ -67,12 +67,12 @@ def test_interrupted_run_leaves_no_finished_marker(tmp_path, pairs_file, tiny_be
     assert run_cli(*args) == 0
     assert (out / "metrics.json").is_file()
 
-    import experiments.evaluate as evaluate
+    import heads.evaluation as evaluation
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate, "write_csv", interrupted)  # dies while writing the new results
+    monkeypatch.setattr(evaluation, "atomic_write_csv", interrupted)  # dies while writing the new results
     assert run_cli(*args) == 130
     assert not (out / "metrics.json").exists()
     assert not list(out.glob(".*.tmp"))

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from codesearch.errors import UserError
-from heads.encoder import load_encoder
-from heads.hooks import GradientMask, HeadMask, MeanAccumulator, hook_z, z_module
+from heads.hooks import GradientMask, HeadMask, MeanAccumulator, hook_z, output_projection
+from heads.models import load_encoder
 from heads.naming import (
     HeadId,
     HeadSpecError,
@@ -34,9 +34,9 @@ def last_hidden(encoder, input_ids, mask):
 def capture_z(encoder, input_ids, mask, layer, fn=None):
     """z entering layer `layer`'s output projection, after `fn` (if any) has edited it."""
     seen = {}
-    with hook_z(encoder.model, fn, layers=[layer]) if fn else contextlib.nullcontext():
+    with hook_z(encoder.model, fn, mask, layers=[layer]) if fn else contextlib.nullcontext():
         # Registered after the editing hook, this one sees what the projection will get.
-        handle = z_module(encoder.model, layer).register_forward_pre_hook(
+        handle = output_projection(encoder.model, layer).register_forward_pre_hook(
             lambda _m, args: seen.setdefault("z", args[0]))
         try:
             last_hidden(encoder, input_ids, mask)
@@ -57,11 +57,11 @@ def test_zero_mask_equals_zeroed_output_projection_columns(encoder):
     head = HeadId(1, 2)
     with hook_z(encoder.model, HeadMask([head], "zero")):
         hooked = last_hidden(encoder, input_ids, mask)
-    dense = z_module(encoder.model, head.layer)
+    dense = output_projection(encoder.model, head.layer)
     saved = dense.weight.detach().clone()
     try:
         with torch.no_grad():
-            dense.weight[:, head.head * encoder.head_dim:(head.head + 1) * encoder.head_dim] = 0
+            dense.weight[:, head.index * encoder.head_dim:(head.index + 1) * encoder.head_dim] = 0
         edited = last_hidden(encoder, input_ids, mask)
     finally:
         with torch.no_grad():
@@ -73,7 +73,7 @@ def test_zero_mask_equals_zeroed_output_projection_columns(encoder):
 def test_hooks_that_mask_nothing_change_nothing_exactly(encoder):
     input_ids, mask = batch_of(encoder)
     plain = last_hidden(encoder, input_ids, mask)
-    with hook_z(encoder.model, lambda layer, z: None):
+    with hook_z(encoder.model, lambda layer, z, attention_mask: None):
         assert torch.equal(last_hidden(encoder, input_ids, mask), plain)
     ones = torch.ones(encoder.n_layers, encoder.n_heads)
     with hook_z(encoder.model, GradientMask(ones)):
@@ -91,7 +91,6 @@ def test_each_mode_replaces_exactly_its_slice(encoder, mode):
     means = {layer: torch.randn(encoder.n_heads, encoder.head_dim)}
     original = capture_z(encoder, input_ids, mask, layer)
     head_mask = HeadMask([HeadId(layer, h) for h in heads], mode, means)
-    head_mask.attention_mask = mask
     edited = capture_z(encoder, input_ids, mask, layer, head_mask)
     others = [h for h in range(encoder.n_heads) if h not in heads]
     assert torch.equal(edited[:, :, others], original[:, :, others])
@@ -118,8 +117,7 @@ def test_mean_accumulator_excludes_padding(tiny_bert_dir):
     encoder = load_encoder(str(tiny_bert_dir))
     input_ids, mask = batch_of(encoder)
     accumulator = MeanAccumulator()
-    accumulator.attention_mask = mask
-    with hook_z(encoder.model, accumulator):
+    with hook_z(encoder.model, accumulator, mask):
         last_hidden(encoder, input_ids, mask)
     z = capture_z(encoder, input_ids, mask, 0)
     real = mask.bool()
@@ -135,9 +133,8 @@ def test_mask_errors():
     with pytest.raises(UserError, match="needs each head's mean output"):
         HeadMask([HeadId(2, 0)], "mean", {0: torch.zeros(4, 8)})
     resample = HeadMask([HeadId(0, 0)], "resample")
-    resample.attention_mask = torch.ones(1, 3)
     with pytest.raises(UserError, match="at least two inputs"):
-        resample(0, torch.zeros(1, 3, 4, 8))
+        resample(0, torch.zeros(1, 3, 4, 8), torch.ones(1, 3))
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -150,7 +147,7 @@ def test_mask_errors():
     ("3.5,4.1,3.5", [(3, 5), (4, 1)]),
 ])
 def test_head_specs(spec, expected):
-    assert [(h.layer, h.head) for h in parse_head_spec(spec, 6, 12)] == sorted(expected)
+    assert [(h.layer, h.index) for h in parse_head_spec(spec, 6, 12)] == sorted(expected)
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The project's packages, and the test helpers the tests import by file name.
-LOCAL = {"codesearch", "heads", "ablation", "probing", "experiments", "sweeps", "benchmarks", "tests"} | {
+LOCAL = {"codesearch", "heads", "ablation", "probing", "tracking", "experiments", "sweeps", "benchmarks", "tests"} | {
     path.stem for path in (ROOT / "tests").glob("*.py")}
 
 

@@ -12,10 +12,11 @@ from codesearch.builder import CorpusSettings, build_corpus
 from codesearch.errors import UserError
 from codesearch.records import Example
 from experiments.cli import main
-from heads.encoder import load_encoder
 from heads.hooks import hook_z
+from heads.models import load_encoder
 from probing.features import extract_features
 from probing.probe import accuracy_from, fit_probe, in_memory, macro_f1_from
+from probing.settings import ProbeConfig
 from probing.syntax import CATEGORIES, syntax_leaves, token_labels
 from probing.tasks import (
     TASKS,
@@ -247,7 +248,7 @@ def test_planted_signal_head_is_found_and_selective(tiny_bert_dir, tmp_path):
     def remember_inputs(_module, _args, kwargs):
         current["ids"], current["mask"] = kwargs["input_ids"], kwargs["attention_mask"]
 
-    def plant(layer, z):
+    def plant(layer, z, _attention_mask):
         out = torch.randn(z.shape, generator=noise)  # every head: noise, unrelated to the input
         if layer == planted_layer:
             for row in range(z.shape[0]):
@@ -278,8 +279,8 @@ def test_planted_signal_head_is_found_and_selective(tiny_bert_dir, tmp_path):
     control_labels = control_labels_by_type(data["train"].labels, types, 2, seed=0)
     control = {name: in_memory(data[name].features(np.arange(len(data[name]))), control_labels[name])
                for name in data}
-    real = fit_probe(data["train"], data["valid"], data["test"], 2, seed=0, steps=150)
-    ctrl = fit_probe(control["train"], control["valid"], control["test"], 2, seed=0, steps=150)
+    real = fit_probe(data["train"], data["valid"], data["test"], 2, seed=0, settings=ProbeConfig(steps=150))
+    ctrl = fit_probe(control["train"], control["valid"], control["test"], 2, seed=0, settings=ProbeConfig(steps=150))
     planted = planted_layer * encoder.n_heads + planted_head
     others = np.delete(np.arange(len(real.accuracy)), planted)
     majority = max(np.mean(data["test"].labels), 1 - np.mean(data["test"].labels))
@@ -357,7 +358,7 @@ def test_unknown_task_and_languages_without_grammar(capsys, tmp_path):
 
 def test_a_task_with_one_class_is_refused_before_features(tmp_path, probe_corpus, tiny_bert_dir, capsys,
                                                          monkeypatch):
-    import experiments.probe as command
+    import probing.study as command
 
     def must_not_run(*_args, **_kwargs):
         raise AssertionError("features were computed")

@@ -7,9 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import experiments.tracking as tracking
+import tracking.wandb_log as tracking
 from experiments.cli import main
-from experiments.sweep import SweepState, check_command_lines, command_line, read_sweep_file
+from experiments.sweep import SCHEMA
+from tracking.local_sweep import SweepState
+from tracking.sweep_file import check_command_lines, command_line, read_sweep_file
 
 REPO = Path(__file__).resolve().parents[1]
 WANDB = Path(sys.executable).parent / "wandb"
@@ -110,13 +112,13 @@ def test_a_wandb_failure_loses_no_result(tmp_path, pairs_file, tiny_bert_dir, mo
 
 @pytest.mark.parametrize("sweep_file", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_sweep_file_is_valid_and_its_command_lines_fit_the_schema(sweep_file):
-    spec = read_sweep_file(sweep_file)
+    spec = read_sweep_file(sweep_file, SCHEMA)
     assert spec["command"] == ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
     assert (REPO / spec["program"]).is_file()
     expected = 1
     for parameter in spec["parameters"].values():
         expected *= len(parameter.get("values", [None]))
-    assert check_command_lines(spec, sweep_file) == expected  # every grid point, accepted by the schema
+    assert check_command_lines(spec, sweep_file, SCHEMA) == expected  # every grid point, accepted by the schema
 
 
 def test_command_line_is_the_agents():
@@ -303,8 +305,9 @@ def test_aggregate_without_runs_and_from_a_fake_wandb_api(tmp_path, capsys, pair
             assert path == "codebert-heads" and filters == {"group": "g", "jobType": "ablation"}
             return [Run()]
 
-    from experiments.aggregate import collect_runs, download_study
-    from experiments.config import load_config
+    from ablation.aggregation import finished_runs
+    from tracking.settings import WandbConfig
+    from tracking.wandb_log import download_study
 
-    folder = download_study(load_config("aggregate"), "g", api=Api())
-    assert [p.name for p in collect_runs(folder)] == ["abl-L00-H01-r4nd0m"]
+    folder = download_study(WandbConfig(), "g", api=Api())
+    assert [run.folder.name for run in finished_runs(folder)] == ["abl-L00-H01-r4nd0m"]

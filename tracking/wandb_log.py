@@ -14,14 +14,16 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig
 
-from .config import to_plain
+from codesearch.errors import UserError
+
+from .settings import WandbConfig
 
 
 @dataclass
@@ -87,20 +89,20 @@ def artifact_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:120]
 
 
-def log_run(cfg: DictConfig, study: str, study_folder: Path, log: RunLog) -> str | None:
+def log_run(settings: WandbConfig, config: dict, study: str, study_folder: Path, log: RunLog) -> str | None:
     """Send a finished run to W&B. Returns the run's folder or URL, or None when disabled or when W&B failed
     (the failure is reported; the local results are already complete)."""
-    mode = resolve_mode(str(cfg.wandb.mode))
+    mode = resolve_mode(str(settings.mode))
     if mode == "disabled":
         return None
     try:
-        return _log(cfg, study, study_folder, log, mode)
+        return _log(settings, config, study, study_folder, log, mode)
     except Exception as exc:  # noqa: BLE001  W&B's own errors come in many types; none may cost a result
         if mode == "online":
             print(f"W&B online logging failed ({type(exc).__name__}: {exc}); logging offline instead",
                   file=sys.stderr)
             try:
-                return _log(cfg, study, study_folder, log, "offline")
+                return _log(settings, config, study, study_folder, log, "offline")
             except Exception as second:  # noqa: BLE001
                 exc = second
         print(f"W&B logging failed ({type(exc).__name__}: {exc}); the results in {log.results_dir} are complete",
@@ -108,19 +110,18 @@ def log_run(cfg: DictConfig, study: str, study_folder: Path, log: RunLog) -> str
         return None
 
 
-def _log(cfg: DictConfig, study: str, study_folder: Path, log: RunLog, mode: str) -> str:
+def _log(w: WandbConfig, config: dict, study: str, study_folder: Path, log: RunLog, mode: str) -> str:
     os.environ.setdefault("WANDB_SILENT", "true")  # W&B's own console notes; our messages say what matters
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import wandb
 
     study_folder.mkdir(parents=True, exist_ok=True)
-    config = {**to_plain(cfg), **log.config_extra}
-    settings = wandb.Settings(silent=True, console="off", init_timeout=float(cfg.wandb.init_timeout),
+    settings = wandb.Settings(silent=True, console="off", init_timeout=float(w.init_timeout),
                               x_disable_stats=True)
     run = wandb.init(
-        project=cfg.wandb.project, entity=cfg.wandb.entity or None, group=study, job_type=log.job_type,
-        name=log.name, tags=[*cfg.wandb.tags, *log.tags], config=config, dir=str(study_folder), mode=mode,
+        project=w.project, entity=w.entity or None, group=study, job_type=log.job_type, name=log.name,
+        tags=[*w.tags, *log.tags], config={**config, **log.config_extra}, dir=str(study_folder), mode=mode,
         settings=settings, reinit="create_new",
     )
     try:
@@ -154,3 +155,23 @@ def _lineage(run, wandb, log: RunLog) -> None:
         uri = Path(path).resolve().as_uri() if Path(path).exists() else f"https://huggingface.co/{path}"
         artifact.add_reference(uri, checksum=False)
         run.use_artifact(artifact)
+
+
+def download_study(settings: WandbConfig, group: str, api=None) -> Path:
+    """The `results` artifacts of a W&B group's ablation runs, downloaded as run folders (`ablate/<run>/`) of a
+    temporary study folder named after the group."""
+    if api is None:
+        import wandb
+
+        api = wandb.Api(timeout=60)
+    path = f"{settings.entity}/{settings.project}" if settings.entity else settings.project
+    root = Path(tempfile.mkdtemp(prefix=f"{group}-")) / group
+    count = 0
+    for run in api.runs(path, filters={"group": group, "jobType": "ablation"}):
+        for artifact in run.logged_artifacts():
+            if artifact.type == "results":  # by run id: a head rerun under the same name keeps its own folder
+                artifact.download(root=str(root / "ablate" / f"{run.name}-{run.id}"))
+                count += 1
+    if not count:
+        raise UserError(f"W&B project {path} has no finished ablation runs in group {group!r}")
+    return root

@@ -1,4 +1,4 @@
-"""Layer x head heatmaps: ΔMRR with the significant heads marked, and any other per-head value (probes)."""
+"""Layer x head heatmaps of any per-head value (ΔMRR, probe selectivity, attention statistics)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +10,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from codesearch.files import atomic_write  # noqa: E402
+
 
 def layer_head_matrix(frame: pd.DataFrame, column: str, n_layers: int, n_heads: int) -> np.ndarray:
-    """[layers, heads] of `column` for the single-head rows; NaN where a head was not ablated."""
+    """[layers, heads] of `column` for the rows that name one head (`layer`, `head`); NaN for the others."""
     matrix = np.full((n_layers, n_heads), np.nan)
     singles = frame.dropna(subset=["layer", "head"])
     for _, row in singles.iterrows():
@@ -57,17 +59,7 @@ def plot_matrix(values: np.ndarray, title: str, label: str, stem: Path, divergin
     paths = []
     for suffix in (".png", ".svg"):
         path = stem.with_suffix(suffix)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, dpi=150, format=suffix[1:])
-        tmp.replace(path)  # atomic, like every other result file
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, format=suffix[1:]))
         paths.append(path)
     plt.close(fig)
     return paths
-
-
-def plot_heatmap(frame: pd.DataFrame, n_layers: int, n_heads: int, title: str, stem: Path) -> list[Path]:
-    """ΔMRR per head, significant heads boxed and starred."""
-    delta = layer_head_matrix(frame, "delta_mrr", n_layers, n_heads)
-    significant = layer_head_matrix(frame.assign(significant=frame["significant"].astype(float)), "significant",
-                                    n_layers, n_heads) == 1.0
-    return plot_matrix(delta, title, "ΔMRR (ablated − baseline)", stem, diverging=True, marked=significant)

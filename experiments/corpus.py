@@ -6,17 +6,19 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from codesearch.builder import build_corpus, cached_corpus
+from codesearch.loading import corpus_settings
 
-from .data import corpus_settings
+from .config import as_sections
 
 
 def run_corpus(cfg: DictConfig) -> Path:
-    settings = corpus_settings(cfg)
-    if cfg.corpus.output_dir:
-        directory = Path(cfg.corpus.output_dir).expanduser()
-        manifest = build_corpus(settings, directory, progress=cfg.progress)
+    c = as_sections(cfg)
+    settings = corpus_settings(c.corpus, c.data.language)
+    if c.corpus.output_dir:
+        directory = Path(c.corpus.output_dir).expanduser()
+        manifest = build_corpus(settings, directory, progress=c.progress)
     else:
-        directory, manifest = cached_corpus(settings, progress=cfg.progress)
+        directory, manifest = cached_corpus(settings, progress=c.progress)
     counts = manifest["counts"]
     print(f"corpus: {directory}")
     print(f"  source: {manifest['source']['path']} ({counts['files']} files, "

