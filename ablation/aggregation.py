@@ -19,13 +19,11 @@ from codesearch.errors import UserError
 from .conditions import condition_named
 from .record import AblationRecord, AggregateRecord, FinishedAblation
 from .report import ConditionResult, StudyFacts, gradient_agreement, importance_report, write_report
-from .settings import ReportSettings
+from .settings import REPORT_FIELDS, ReportSettings
 from .stats import unreachable_significance
 
 # The settings behind a table's statistics, as dotted config keys and ReportSettings fields.
-REPORT_KEYS = {"seed": "seed", "ablation.alpha": "alpha", "ablation.correction": "correction",
-               "ablation.primary_test": "primary_test", "ablation.n_bootstrap": "n_bootstrap",
-               "ablation.n_permutations": "n_permutations"}
+REPORT_KEYS = {"seed": "seed", **{f"ablation.{name}": name for name in REPORT_FIELDS}}
 
 
 def finished_runs(folder: Path) -> list[FinishedAblation]:
@@ -42,11 +40,11 @@ def _setting(config: dict, key: str):
     return config
 
 
-def settings_of_runs(runs: list[FinishedAblation], given: dict, explicit: set[str]) -> tuple[ReportSettings, dict]:
+def settings_of_runs(runs: list[FinishedAblation], config: dict, explicit: set[str]) -> tuple[ReportSettings, dict]:
     """The statistics settings the runs were made with (they must agree), except those the user set on purpose
-    for the aggregation (`explicit`, with their values in `given`: dotted key -> value); and, for the record,
-    where each came from. Recomputed with the runs' own settings, the table is the one `ablate` makes over the
-    same heads."""
+    for the aggregation (`explicit` dotted keys, their values in `config`, the aggregation's own plain config); and,
+    for the record, where each came from. Recomputed with the runs' own settings, the table is the one `ablate`
+    makes over the same heads."""
     chosen, sources, first_run = {}, {}, {}
     for run in runs:
         for key in REPORT_KEYS:
@@ -59,9 +57,10 @@ def settings_of_runs(runs: list[FinishedAblation], given: dict, explicit: set[st
     for key in REPORT_KEYS:
         if key in explicit or chosen[key] is None:
             sources[key] = "aggregate command"
-            if chosen[key] is not None and given[key] != chosen[key]:
-                print(f"note: {key}={given[key]} given here; the runs were made with {chosen[key]}")
-            chosen[key] = given[key]
+            given = _setting(config, key)
+            if chosen[key] is not None and given != chosen[key]:
+                print(f"note: {key}={given} given here; the runs were made with {chosen[key]}")
+            chosen[key] = given
         else:
             sources[key] = "runs"
     return ReportSettings(**{name: chosen[key] for key, name in REPORT_KEYS.items()}), sources
@@ -82,10 +81,11 @@ class Aggregation:
         return write_report(Path(folder), self.frame, self.per_query, self.facts, self.settings, first.model.layers,
                             first.model.heads)
 
-    def record(self, study: str) -> AggregateRecord:
+    def record(self) -> AggregateRecord:
+        """The aggregate run's record (the run fills in config, files, timings)."""
         first = self.runs[0].record
         return AggregateRecord(
-            study=study, sources=[str(r.folder) for r in self.runs], n_runs=len(self.runs),
+            sources=[str(r.folder) for r in self.runs], n_runs=len(self.runs),
             n_conditions=len(self.frame), n_significant=int(self.frame["significant"].sum()),
             baseline_mrr=self.facts.baseline_mrr, protocol=first.protocol, model=first.model,
             corpus_hash=first.corpus_hash, task_fingerprint=first.task_fingerprint,
@@ -94,9 +94,10 @@ class Aggregation:
             gradient_vs_exact=gradient_agreement(self.frame))
 
 
-def aggregate(runs: list[FinishedAblation], given: dict, explicit: set[str]) -> Aggregation:
-    """Every condition of every run against the one baseline they share, corrected over all of them."""
-    settings, sources = settings_of_runs(runs, given, explicit)
+def aggregate(runs: list[FinishedAblation], config: dict, explicit: set[str]) -> Aggregation:
+    """Every condition of every run against the one baseline they share, corrected over all of them; settings
+    given on purpose (`explicit` keys of `config`) win over the runs'."""
+    settings, sources = settings_of_runs(runs, config, explicit)
     first = runs[0]
     model = first.record.model
     baseline = None

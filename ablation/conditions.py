@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from heads.naming import HeadId, head_set_name, parse_head_spec
+from heads.naming import HeadId, head_set_name, parse_head_set_name, parse_head_spec
 
 from .settings import Side
 
@@ -49,7 +49,7 @@ def build_conditions(spec: str, per_head: bool, n_layers: int, n_heads: int, mod
 
 def condition_named(name: str, mode: str, side: str, n_layers: int, n_heads: int) -> Condition:
     """The condition a table names (`L3H7`, `L3H5+L4H1`, `L3H*`)."""
-    return Condition(name, tuple(parse_head_spec(name, n_layers, n_heads)), mode, side)
+    return Condition(name, tuple(parse_head_set_name(name, n_layers, n_heads)), mode, side)
 
 
 def top_k(conditions: list[Condition], scores: np.ndarray, k: int) -> list[Condition]:

@@ -2,6 +2,7 @@
 a run back: aggregation and the probes' join read exactly what the commands wrote."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,23 +56,30 @@ class AggregateRecord(ImportanceRecord):
 
 @dataclass
 class FinishedAblation:
-    """A finished ablation or aggregate folder, read back."""
+    """A finished ablation or aggregate folder, read back: its record, its importance table and (when asked for)
+    its per-query reciprocal ranks."""
     folder: Path
     record: ImportanceRecord
     table: pd.DataFrame        # importance.csv
-    per_query: pd.DataFrame    # per_query.csv
 
     @classmethod
     def read(cls, folder: Path, record_type: type[ImportanceRecord] = ImportanceRecord) -> FinishedAblation:
         folder = Path(folder)
         record = record_type.read(folder)
-        for name in ("importance.csv", "per_query.csv"):
-            if not (folder / name).is_file():
-                raise UserError(f"{folder}: a finished run without {name}")
-        per_query = pd.read_csv(folder / "per_query.csv", dtype={"query_id": str}, keep_default_na=False)
-        return cls(folder, record, pd.read_csv(folder / "importance.csv"), per_query)
+        return cls(folder, record, pd.read_csv(_result_file(folder, "importance.csv")))
+
+    @functools.cached_property
+    def per_query(self) -> pd.DataFrame:
+        return pd.read_csv(_result_file(self.folder, "per_query.csv"), dtype={"query_id": str},
+                           keep_default_na=False)
 
     def single_heads(self, mode: str = "zero", side: str = "both") -> pd.DataFrame:
         """The table's one-head rows masked this way."""
         singles = self.table.dropna(subset=["layer", "head"])
         return singles[(singles["mode"] == mode) & (singles["side"] == side)]
+
+
+def _result_file(folder: Path, name: str) -> Path:
+    if not (folder / name).is_file():
+        raise UserError(f"{folder}: a finished run without {name}")
+    return folder / name

@@ -2,7 +2,7 @@
 statistics a table is made with (light: no torch, so the command line checks a config before importing it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Optional
 
@@ -60,18 +60,24 @@ class AblationConfig:
         """The heads to ablate: `heads`, or the one head `layer`/`head` name."""
         return HeadId(self.layer, self.head).name if self.layer is not None else str(self.heads)
 
-    def report(self, seed: int) -> ReportSettings:
-        return ReportSettings(seed=seed, alpha=self.alpha, correction=str(self.correction),
-                              primary_test=str(self.primary_test), n_bootstrap=self.n_bootstrap,
-                              n_permutations=self.n_permutations)
+    def report_settings(self, seed: int) -> ReportSettings:
+        """The settings of this study's statistics."""
+        return ReportSettings(seed=seed, **{key: _plain(getattr(self, key)) for key in REPORT_FIELDS})
 
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """What decides a table's statistics, given the per-query ranks."""
+    """What decides a table's statistics, given the per-query ranks: the seed and the `ablation` keys below."""
     seed: int = 0
     alpha: float = 0.05
     correction: str = "holm"        # holm | bh
     primary_test: str = "t"         # t | permutation
     n_bootstrap: int = 10000
     n_permutations: int = 10000
+
+
+REPORT_FIELDS = tuple(f.name for f in fields(ReportSettings) if f.name != "seed")   # each an `ablation` key too
+
+
+def _plain(value):
+    return str(value) if isinstance(value, StrEnum) else value

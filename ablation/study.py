@@ -41,16 +41,18 @@ from .stats import unreachable_significance
 
 class AblationStudy:
     """One ablation study; its results are attributes: `conditions`, `baseline` (the unmasked ranks), `grad`
-    ([layers, heads] or None), `frame` (the importance table), `per_query`, `timings`."""
+    ([layers, heads] or None), `frame` (the importance table) and `per_query` (after `export`)."""
 
     def __init__(self, encoder: Encoder, ablation: AblationConfig, model: ModelConfig, evaluation: EvalConfig,
-                 seed: int, cache_dir: Path, progress: bool = True):
-        """Builds the conditions and checks them: a bad head spec fails before any data is read."""
+                 seed: int, cache_dir: Path, progress: bool = True, timings: Timings | None = None):
+        """Builds the conditions and checks them: a bad head spec fails before any data is read. Each phase's
+        time is added to `timings` (setup_s, baseline_s, gradient_s, ablation_s, statistics_s)."""
         self.encoder, self.ablation, self.model, self.evaluation = encoder, ablation, model, evaluation
         self.seed, self.cache_dir, self.progress = seed, Path(cache_dir), progress
-        self.report_settings = ablation.report(seed)
-        self.timings = Timings()
-        self.data = self.task = self.means = self.embeddings = self.baseline = self.grad = self._store = None
+        self.report_settings = ablation.report_settings(seed)
+        self.timings = Timings() if timings is None else timings
+        self.data = self.task = self.means = self.embeddings = self.baseline = self.grad = self.store = None
+        self.frame = self.per_query = None
         a = ablation
         self.conditions = build_conditions(a.head_spec, a.per_head, encoder.n_layers, encoder.n_heads, a.mode, a.side)
         if a.top_k and not a.per_head:
@@ -114,7 +116,7 @@ class AblationStudy:
 
             run_conditions(self.encoder, self.task.queries, self.task.candidates, pending, save, self.model,
                            means=self.means, max_cache_gb=a.max_cache_gb, progress=self.progress)
-        self._store = store
+        self.store = store
 
     def export(self, folder: Path) -> list[str]:
         """The statistics of every condition against the baseline, corrected over all, written as the report
@@ -122,7 +124,7 @@ class AblationStudy:
         folder = Path(folder)
         with self.timings.phase("statistics_s"):
             query_ids = [self.task.query_ids[i] for i in self.baseline.query_index]
-            results = [ConditionResult(c, np.asarray(self._store.load(c.name)["rr"]), c.grad_score(self.grad))
+            results = [ConditionResult(c, np.asarray(self.store.load(c.name)["rr"]), c.grad_score(self.grad))
                        for c in self.conditions]
             self.frame, self.per_query = importance_report(self.baseline.rr, results, query_ids,
                                                            self.report_settings)

@@ -11,7 +11,7 @@ import time
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import ClassVar, get_type_hints
+from typing import ClassVar, get_args, get_origin, get_type_hints
 
 from .errors import UserError
 from .files import atomic_write_text
@@ -76,18 +76,23 @@ class RunRecord:
         return _from_dict(cls, payload, path)
 
 
+def _typed(hint, value, origin: Path):
+    """`value` read from JSON as the type the record declares: dataclasses, also inside lists and dict values."""
+    if is_dataclass(hint) and isinstance(value, dict):
+        return _from_dict(hint, value, origin)
+    container, args = get_origin(hint), get_args(hint)
+    if container is list and args and isinstance(value, list):
+        return [_typed(args[0], item, origin) for item in value]
+    if container is dict and len(args) == 2 and isinstance(value, dict):
+        return {key: _typed(args[1], item, origin) for key, item in value.items()}
+    return value
+
+
 def _from_dict(cls, payload: dict, origin: Path):
     hints = get_type_hints(cls)
     required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
     missing = [name for name in required if name not in payload]
-    values = {}
-    for f in fields(cls):
-        if f.name not in payload:
-            continue
-        value = payload[f.name]
-        if is_dataclass(hints[f.name]) and isinstance(value, dict):
-            value = _from_dict(hints[f.name], value, origin)
-        values[f.name] = value
+    values = {f.name: _typed(hints[f.name], payload[f.name], origin) for f in fields(cls) if f.name in payload}
     try:
         return cls(**values)
     except TypeError:

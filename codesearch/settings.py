@@ -42,7 +42,7 @@ class Protocol(StrEnum):
     csn = "csn"                 # CodeSearchNet: batches of 1000
 
 
-SPLITS = tuple(Split)
+SPLITS = tuple(split.value for split in Split)
 
 
 @dataclass

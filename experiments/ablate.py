@@ -33,18 +33,19 @@ def run_ablate(cfg: DictConfig) -> Path:
     prepare_torch(cfg)
     label = ablation_label(cfg)
     run = Run(cfg, "ablate", label)
-    encoder = encoder_for(c.model)
-    study = AblationStudy(encoder, c.ablation, c.model, c.eval, c.seed, run.home, c.progress)
-    data = load_data(c.data, c.corpus, c.seed, c.progress)
+    with run.timings.phase("setup_s"):
+        encoder = encoder_for(c.model)
+        study = AblationStudy(encoder, c.ablation, c.model, c.eval, c.seed, run.home, c.progress, run.timings)
+        data = load_data(c.data, c.corpus, c.seed, c.progress)
     study.prepare(data, c.data, c.corpus)
     run.begin(AblationRecord, REPORT_FILES)
     study.run(run.folder, resume=c.resume)
     files = study.export(run.folder)
-    run.timings.update(study.timings)
-    name = ablation_run_name(study.conditions, label, str(c.ablation.mode), str(c.ablation.side))
-    record = run.finish(study.record(), files, lambda r: ablation_log(
-        run.folder, study.frame, r, name, [str(c.ablation.mode), str(c.ablation.side)], data, encoder))
+    record = run.finish(study.record(), files)
     print_summary(study.frame, record, run.folder)
+    mode, side = str(c.ablation.mode), str(c.ablation.side)
+    run.log(ablation_log(run.folder, study.frame, record, ablation_run_name(study.conditions, label, mode, side),
+                         [mode, side], data, encoder))
     return run.folder
 
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ablation.aggregation import REPORT_KEYS, aggregate, finished_runs
+from ablation.aggregation import aggregate, finished_runs
 from ablation.record import AggregateRecord
 from codesearch.errors import UserError
 from tracking.run_logs import aggregate_log
 from tracking.wandb_log import download_study, resolve_mode
 
 from .ablate import REPORT_FILES
+from .config import to_plain
 from .runs import Run
 
 WANDB_PREFIX = "wandb:"
@@ -42,17 +42,12 @@ def study_folder(cfg: DictConfig, study: str) -> tuple[Path, Path]:
 
 def run_aggregate(cfg: DictConfig, study: str, explicit: set[str] | None = None) -> Path:
     folder, home = study_folder(cfg, study)
-    runs = finished_runs(folder)
-    given = {key: _plain(OmegaConf.select(cfg, key)) for key in REPORT_KEYS}
-    result = aggregate(runs, given, explicit or set())
+    result = aggregate(finished_runs(folder), to_plain(cfg), explicit or set())
     run = Run(cfg, "aggregate", study=folder.name, home=home)
     run.begin(AggregateRecord, REPORT_FILES)
     files = result.write(run.folder)
-    record = run.finish(result.record(folder.name), files, lambda r: aggregate_log(run.folder, result.frame, r))
+    record = run.finish(result.record(), files)
     print(f"{record.n_runs} runs, {record.n_conditions} conditions, {record.n_significant} significant "
           f"({record.correction}, alpha {record.alpha}); results: {run.folder}")
+    run.log(aggregate_log(run.folder, result.frame, record))
     return run.folder
-
-
-def _plain(value):
-    return str(value) if isinstance(value, Enum) else value

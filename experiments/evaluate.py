@@ -25,8 +25,9 @@ def run_evaluate(cfg: DictConfig) -> Path:
     files = evaluation.write(run.folder)
     record = evaluation.record(c.data, c.seed)
     record.wall_time_s = round(run.elapsed(), 3)
-    run.finish(record, files, lambda r: baseline_log(run.folder, r, data, encoder))
+    run.finish(record, files)
     print_summary(record, run.folder)
+    run.log(baseline_log(run.folder, record, data, encoder))
     return run.folder
 
 

@@ -26,20 +26,19 @@ def run_probe(cfg: DictConfig) -> Path:
     every_task = str(c.probe.task) == "all"
     tasks = resolve_tasks(str(c.probe.task))
     run = Run(cfg, "probe", "all" if every_task else str(c.probe.task).replace(",", "+"))
-    encoder = encoder_for(c.model)
-    study = ProbingStudy(encoder, c.probe, c.model, c.seed, run.home, c.progress)
     with run.timings.phase("setup_and_features_s"):
+        ablation = find_ablation(run.home, c.probe.ablation_run)   # a bad folder is named before any work
+        encoder = encoder_for(c.model)
+        study = ProbingStudy(encoder, c.probe, c.model, c.seed, run.home, c.progress)
         study.prepare(tasks, c.data, c.corpus, skip_one_class=every_task)
     with run.timings.phase("probes_s"):
         frame = study.run()
     run.begin(ProbeRecord, REPORT_FILES)
     files = study.export(run.folder)
-    joined = join_with_ablation(frame, find_ablation(run.home, c.probe.ablation_run), run.folder)
-    if joined["source"]:
-        files += ["probe_vs_ablation.csv", "probe_vs_ablation.md"]
-    record = run.finish(study.record(joined), files, lambda r: probe_log(
-        run.folder, frame, r, files, study.loaded["test"], encoder))
+    joined, join_files = join_with_ablation(frame, ablation, run.folder)
+    record = run.finish(study.record(joined), files + join_files)
     print_summary(frame, record, run.folder)
+    run.log(probe_log(run.folder, frame, record, files, study.loaded["test"], encoder))
     return run.folder
 
 

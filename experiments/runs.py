@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -52,9 +51,10 @@ class Run:
 
         run = Run(cfg, "ablate", label)          # its folder: output_dir, else <study>/ablate/<label>
         with run.timings.phase("setup_s"): ...
-        run.begin(outputs)                       # just before the first result file
+        run.begin(AblationRecord, outputs)       # just before the first result file
         ...                                      # write results into run.folder
-        run.finish(record, files, log)           # the record last (it marks the run finished), then W&B
+        record = run.finish(record, files)       # the record last: it marks the run finished
+        run.log(ablation_log(...))               # then W&B
     """
 
     def __init__(self, cfg: DictConfig, command: str, label: str = "", study: str | None = None,
@@ -82,16 +82,17 @@ class Run:
     def elapsed(self) -> float:
         return time.perf_counter() - self._started
 
-    def finish(self, record: RunRecord, files: list[str],
-               log: Callable[[RunRecord], RunLog] | None = None) -> RunRecord:
-        """Complete the record with what every run records, write it (last: its presence marks the run
-        finished), then log the run to W&B (`log(record)` says what to send)."""
+    def finish(self, record: RunRecord, files: list[str]) -> RunRecord:
+        """Complete the record with what every run records and write it: last, its presence marks the run
+        finished."""
         self.timings["total_s"] = self.elapsed()
         record.command, record.study, record.config = self.command, self.study, to_plain(self.cfg)
         record.files = [*files, "config.yaml"]
         record.versions = package_versions()
         record.timings = self.timings.rounded()
         record.write(self.folder)
-        if log is not None:
-            log_run(OmegaConf.to_object(self.cfg.wandb), record.config, self.study, self.home, log(record))
         return record
+
+    def log(self, log: RunLog) -> None:
+        """Send the finished run to W&B (a failure there is reported; the folder is complete already)."""
+        log_run(OmegaConf.to_object(self.cfg.wandb), to_plain(self.cfg), self.study, self.home, log)

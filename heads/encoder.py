@@ -35,7 +35,7 @@ class ModelInfo:
     revision: str             # hub commit, or a hash of the weights for a local folder
     recipe: dict = field(default_factory=dict)
     n_layers: int = 0
-    n_heads: int = 0
+    n_heads: int = 0           # per layer
     head_dim: int = 0
     hidden_size: int = 0
 
@@ -99,9 +99,7 @@ class Encoder:
         input left over at the end joins the batch before it: every batch has another input to resample from.
         """
         order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
-        bounds = list(range(0, len(order), batch_size)) + [len(order)]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-            del bounds[-2]
+        bounds = _batch_bounds(len(order), batch_size)
         pad = self.tokenizer.pad_token_id
         for start, stop in zip(bounds[:-1], bounds[1:]):
             positions = order[start:stop]
@@ -135,17 +133,18 @@ class Encoder:
                         grad: bool = False, progress: bool = False, desc: str = "encoding"
                         ) -> Iterator[tuple[Batch, torch.Tensor]]:
         """Every input through the model, in length-sorted batches: yields each batch with its pooled embeddings
-        [batch, hidden] (in the model's dtype, on its device).
+        [batch, hidden] (in the model's dtype, on its device; without `grad`, inference tensors: read them, do not
+        modify them in place).
 
         `hook(layer, z, attention_mask)` sees every layer's head outputs with the batch's own attention mask
         (see `heads.hooks`). Without `grad` the forward runs in inference mode; with it, the graph is kept so that
         the caller can backpropagate from each batch's embeddings.
         """
-        batches = list(self.length_sorted_batches(token_ids, batch_size))
-        for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, file=sys.stderr,
-                          mininterval=1.0):
+        batches = self.length_sorted_batches(token_ids, batch_size)
+        for batch in tqdm(batches, total=len(_batch_bounds(len(token_ids), batch_size)) - 1, desc=desc, unit="batch",
+                          disable=not progress, file=sys.stderr, mininterval=1.0):
             with torch.enable_grad() if grad else torch.inference_mode():
-                hooked = hook_z(self.model, hook, batch.attention_mask) if hook else contextlib.nullcontext()
+                hooked = contextlib.nullcontext() if hook is None else hook_z(self.model, hook, batch.attention_mask)
                 with hooked:
                     hidden = self.model(input_ids=batch.input_ids,
                                         attention_mask=batch.attention_mask).last_hidden_state
@@ -178,3 +177,11 @@ class Encoder:
         batch = {k: v.to(self.device) for k, v in enc.items()}
         batch["segment"] = segment.to(self.device)
         return batch
+
+
+def _batch_bounds(n: int, batch_size: int) -> list[int]:
+    """Where each batch of `n` sorted inputs starts, and the end; a lone input left over joins the batch before."""
+    bounds = list(range(0, n, batch_size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return bounds

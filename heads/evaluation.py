@@ -18,17 +18,9 @@ from .settings import EvalConfig, ModelConfig
 
 
 @dataclass(kw_only=True)
-class EvaluationRecord(RunRecord):
-    """`evaluate`'s metrics.json: the primary protocol's figures at the top, every protocol under `protocols`."""
+class EvaluationRecord(RunRecord, ProtocolSummary):
+    """`evaluate`'s metrics.json: the primary protocol's summary at the top, every protocol under `protocols`."""
     FILE = "metrics.json"
-    protocol: str
-    mrr: float
-    recall_at_1: float
-    recall_at_5: float
-    recall_at_10: float
-    n_queries: int
-    candidates_per_query: int
-    notes: str = ""
     n_candidates: int
     protocols: dict[str, ProtocolSummary] = field(default_factory=dict)
     model: str

@@ -63,27 +63,25 @@ def parse_head_name(text: str) -> HeadId:
     return HeadId(int(match.group(1)), int(match.group(2)))
 
 
-def _parts(spec: str) -> list[tuple[str, str | None]]:
-    """(layer, head) texts of each part of a spec (`*` for a wildcard); (part, None) for a malformed part."""
+def _parts(spec: str) -> list[tuple[str, str, str | None]]:
+    """(text, layer, head) of each part of a spec (`*` for a wildcard); (text, text, None) for a malformed part."""
     parts = []
-    for raw in str(spec).replace("+", ",").split(","):
-        part = "*.*" if raw.strip() in ALL else raw.strip()
-        match = _PART.match(part) or _NAMED_PART.match(part)
-        parts.append(match.groups() if match else (part, None))
+    for raw in str(spec).split(","):
+        text = raw.strip()
+        match = _PART.match("*.*" if text in ALL else text) or _NAMED_PART.match(text)
+        parts.append((text, *match.groups()) if match else (text, text, None))
     return parts
 
 
 def parse_head_spec(spec: str, n_layers: int, n_heads: int) -> list[HeadId]:
-    """The heads a spec (or a set's name) addresses, sorted and without repeats; a clear error for a bad or
-    out-of-range part."""
+    """The heads a spec addresses, sorted and without repeats; a clear error for a bad or out-of-range part."""
     if spec is None or not str(spec).strip():
         raise HeadSpecError("empty head spec: give heads as layer.head, e.g. 3.5, 3.*, *.0 or 3.5,4.1")
     heads: set[HeadId] = set()
-    for layer_text, head_text in _parts(spec):
+    for part, layer_text, head_text in _parts(spec):
         if head_text is None:
-            raise HeadSpecError(f"malformed head spec part {layer_text!r} in {spec!r}: expected layer.head "
+            raise HeadSpecError(f"malformed head spec part {part!r} in {spec!r}: expected layer.head "
                                 f"with numbers or *, e.g. 3.5, 3.* or *.0 (or a name such as L3H5)")
-        part = f"{layer_text}.{head_text}"
         layers = range(n_layers) if layer_text == "*" else [int(layer_text)]
         head_range = range(n_heads) if head_text == "*" else [int(head_text)]
         for layer in layers:
@@ -107,8 +105,13 @@ def head_set_name(spec: str) -> str:
         return tuple((-1, "") if text == "*" else (int(text), "") if text and text.isdigit() else (-2, text or "")
                      for text in part)
 
-    return "+".join(head_name(layer, head) if head is not None else layer
-                    for layer, head in sorted(set(_parts(spec)), key=order))
+    parts = {(layer, head) for _, layer, head in _parts(spec)}
+    return "+".join(head_name(layer, head) if head is not None else layer for layer, head in sorted(parts, key=order))
+
+
+def parse_head_set_name(name: str, n_layers: int, n_heads: int) -> list[HeadId]:
+    """The heads a table's condition names (`L3H7`, `L3H5+L4H1`, `L3H*`)."""
+    return parse_head_spec(name.replace("+", ","), n_layers, n_heads)
 
 
 def every_head(n_layers: int, n_heads: int) -> list[HeadId]:

@@ -27,20 +27,28 @@ def find_ablation(study_dir: Path, chosen: str = "") -> FinishedAblation | None:
         newest_first = sorted(Path(study_dir).glob("ablate/*"), key=lambda path: -path.stat().st_mtime)
         candidates = [Path(study_dir) / "aggregate", *newest_first]
     for folder in candidates:
-        if ImportanceRecord.is_finished(folder) and (folder / "importance.csv").is_file():
+        if not (ImportanceRecord.is_finished(folder) and (folder / "importance.csv").is_file()):
+            continue
+        try:
             finished = FinishedAblation.read(folder)
-            if len(finished.single_heads()):
-                return finished
+        except UserError as exc:
+            if chosen:
+                raise
+            print(f"note: {exc}; looking further", file=sys.stderr)
+            continue
+        if len(finished.single_heads()):
+            return finished
     return None
 
 
-def join_with_ablation(frame: pd.DataFrame, ablation: FinishedAblation | None, folder: Path) -> dict:
+def join_with_ablation(frame: pd.DataFrame, ablation: FinishedAblation | None,
+                       folder: Path) -> tuple[dict, list[str]]:
     """Per task, the Spearman correlation of each head's selectivity with its ΔMRR, written with both side by side
-    to `probe_vs_ablation.csv` and `.md`; returns {source, by_task} for the run's record."""
+    to `probe_vs_ablation.csv` and `.md`; returns ({source, by_task} for the run's record, the files written)."""
     if ablation is None:
         print("no single-head ablation of this study yet: run `codebert-heads ablate` with the same data and model "
               "settings to join probes with ablation", file=sys.stderr)
-        return {"source": None}
+        return {"source": None}, []
     table = ablation.single_heads()
     joined = frame.merge(table[["condition", "delta_mrr", "ci_low", "ci_high", "p_adjusted", "significant"]],
                          on="condition", how="inner")
@@ -60,4 +68,4 @@ def join_with_ablation(frame: pd.DataFrame, ablation: FinishedAblation | None, f
         lines.append(f"| {task} | {rho} | {pval} | {values['n_heads']} |")
     lines += ["", joined[JOINED_COLUMNS].to_markdown(index=False, floatfmt=".4f")]
     atomic_write_text(Path(folder) / "probe_vs_ablation.md", "\n".join(lines) + "\n")
-    return {"source": str(ablation.folder), "by_task": by_task}
+    return {"source": str(ablation.folder), "by_task": by_task}, ["probe_vs_ablation.csv", "probe_vs_ablation.md"]

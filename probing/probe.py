@@ -141,10 +141,11 @@ def macro_f1_from(confusion: torch.Tensor) -> torch.Tensor:
     return (f1 * present).sum(-1) / present.sum(-1).clamp(min=1)
 
 
-def train_probe(train: ProbeData, n_classes: int, seed: int, settings: ProbeConfig = ProbeConfig(),
+def train_probe(train: ProbeData, n_classes: int, seed: int, settings: ProbeConfig | None = None,
                 progress: bool = False) -> BatchedLinearProbe:
     """The trained batched probe (eval mode): `settings.steps` minibatch updates of `settings.batch_size`, one
     probe per head and `settings.l2` strength, with pytorch-lightning."""
+    settings = settings or ProbeConfig()
     pl.seed_everything(seed, workers=True, verbose=False)
     mean, std = feature_moments(train)
     total_heads, dim = mean.shape
@@ -172,12 +173,13 @@ class ProbeResult:
 
 
 def fit_probe(train: ProbeData, valid: ProbeData, test: ProbeData, n_classes: int, seed: int,
-              settings: ProbeConfig = ProbeConfig(), progress: bool = False) -> ProbeResult:
+              settings: ProbeConfig | None = None, progress: bool = False) -> ProbeResult:
     """Train one probe per head and strength, choose each head's strength on `valid`, measure on `test`.
 
     Training is counted in optimizer steps, not epochs, so that a small set (a few hundred functions) is trained
     as fully as a large one.
     """
+    settings = settings or ProbeConfig()
     module = train_probe(train, n_classes, seed, settings, progress)
     heads = module.weight.shape[1]
     valid_accuracy = accuracy_from(module.confusion(valid, n_classes))      # [strengths, heads]

@@ -14,6 +14,7 @@ from codesearch.records import Example
 from experiments.cli import main
 from heads.hooks import hook_z
 from heads.models import load_encoder
+from heads.naming import HeadId
 from probing.features import extract_features
 from probing.probe import accuracy_from, fit_probe, in_memory, macro_f1_from
 from probing.settings import ProbeConfig
@@ -281,7 +282,7 @@ def test_planted_signal_head_is_found_and_selective(tiny_bert_dir, tmp_path):
                for name in data}
     real = fit_probe(data["train"], data["valid"], data["test"], 2, seed=0, settings=ProbeConfig(steps=150))
     ctrl = fit_probe(control["train"], control["valid"], control["test"], 2, seed=0, settings=ProbeConfig(steps=150))
-    planted = planted_layer * encoder.n_heads + planted_head
+    planted = HeadId(planted_layer, planted_head).flat(encoder.n_heads)
     others = np.delete(np.arange(len(real.accuracy)), planted)
     majority = max(np.mean(data["test"].labels), 1 - np.mean(data["test"].labels))
     assert np.argmax(real.accuracy) == planted
