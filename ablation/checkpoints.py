@@ -26,10 +26,15 @@ def rr_hash(rr: np.ndarray) -> str:
 
 
 class ConditionStore:
-    def __init__(self, folder: Path, signature: dict, resume: bool):
+    """The conditions of one study in `folder`. With `resume`, those already there are kept (or, when there are
+    none, those of the `finished` run's store are taken over) if the signature matches; without, it starts empty."""
+
+    def __init__(self, folder: Path, signature: dict, resume: bool, finished: Path | None = None):
         self.folder = Path(folder)
         self.signature = json.loads(json.dumps(signature, sort_keys=True))
         stored_path = self.folder / SIGNATURE
+        if resume and not stored_path.is_file() and finished is not None and (Path(finished) / SIGNATURE).is_file():
+            shutil.copytree(finished, self.folder, dirs_exist_ok=True)
         if resume and stored_path.is_file():
             stored = json.loads(stored_path.read_text())
             if stored != self.signature:

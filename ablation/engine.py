@@ -133,9 +133,10 @@ def run_conditions(encoder: Encoder, queries: list[str], candidates: list[str], 
     inputs = {"query": (queries, model.max_query_length), "code": (candidates, model.max_code_length)}
     touched = [side for side in inputs if any(c.affects(side) for c in conditions)]
     sweeps = {side: SideSweep(encoder, inputs[side][0], inputs[side][1], model.batch_size) for side in touched}
-    needed = sum(s.cache_bytes() for s in sweeps.values()) / 2**30
-    if needed > max_cache_gb:
-        raise UserError(f"the layer cache needs about {needed:.1f} GiB (over ablation.max_cache_gb={max_cache_gb}): "
+    needed = sum(s.cache_bytes() for s in sweeps.values())
+    if needed > max_cache_gb * 2**30:
+        size = f"{needed / 2**30:.1f} GiB" if needed >= 2**30 else f"{max(1, round(needed / 2**20))} MiB"
+        raise UserError(f"the layer cache needs about {size} (over ablation.max_cache_gb={max_cache_gb}): "
                         f"evaluate fewer queries (data.max_queries) or raise the limit")
     for sweep in sweeps.values():
         sweep.start()

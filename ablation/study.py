@@ -57,6 +57,9 @@ class AblationStudy:
         self.conditions = build_conditions(a.head_spec, a.per_head, encoder.n_layers, encoder.n_heads, a.mode, a.side)
         if a.top_k and not a.per_head:
             raise UserError("ablation.top_k picks single heads: it needs ablation.per_head=true")
+        if a.top_k > len(self.conditions):
+            print(f"note: ablation.top_k={a.top_k}, but the spec has {len(self.conditions)} heads: all of them are "
+                  f"ablated", file=sys.stderr)
         warning = unreachable_significance(min(a.top_k or len(self.conditions), len(self.conditions)),
                                            self.report_settings)
         if warning:
@@ -93,10 +96,13 @@ class AblationStudy:
             signature["seed"] = self.seed
         return signature
 
-    def run(self, folder: Path, resume: bool) -> None:
-        """Gradient scores (and the top-k choice), then every condition not yet done, each saved when done."""
+    def run(self, folder: Path, resume: bool, finished: Path | None = None) -> None:
+        """Gradient scores (and the top-k choice), then every condition not yet done, each saved when done into
+        `folder/conditions`; a resume continues from the conditions there or, failing those, from the `finished`
+        run's."""
         a = self.ablation
-        store = ConditionStore(Path(folder) / "conditions", self.signature(), resume=resume)
+        previous = Path(finished) / "conditions" if finished is not None else None
+        store = ConditionStore(Path(folder) / "conditions", self.signature(), resume=resume, finished=previous)
         if a.gradient:
             with self.timings.phase("gradient_s"):
                 self.grad = study_gradient_scores(self.encoder, self.task, self.embeddings, self.model,

@@ -24,15 +24,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .dedupe import near_duplicate_keep_mask
-from .docstrings import summarize, word_tokens
+from .docstrings import opens_with_tag, summarize, word_tokens
 from .errors import DataError
-from .extract import extract_functions
+from .extract import ExtractedFunction, FileExtraction, extract_file
 from .files import atomic_directory
 from .hashing import content_hash
-from .languages import language_spec
+from .languages import LanguageSpec, language_spec, short_name
 from .settings import SPLITS
 
 MANIFEST = "manifest.json"
+# The version of what the extractor and the filters put in a corpus. The package's version does not change
+# with them, so a corpus cached by an older extractor would be reused: raise this whenever they change.
+CORPUS_FORMAT = 2
 # Test suites and installed third-party packages are not the library itself.
 STDLIB_EXCLUDES = ("site-packages/*", "dist-packages/*", "test/*", "*/test/*", "tests/*", "*/tests/*",
                    "*/idle_test/*", "__pycache__/*", "*/__pycache__/*")
@@ -55,7 +58,8 @@ class CorpusSettings:
 class FilterCounts:
     files: int = 0
     unreadable_files: int = 0
-    documented_functions: int = 0
+    skipped_files: Counter = field(default_factory=Counter)   # test, bundled and generated files, by reason
+    documented_functions: int = 0   # with a docstring or a comment above; each is kept or removed
     removed: Counter = field(default_factory=Counter)
 
 
@@ -90,7 +94,8 @@ def resolve_settings(settings: CorpusSettings) -> CorpusSettings:
 
 def settings_key(settings: CorpusSettings) -> str:
     """A short hash of the resolved settings and the tool versions that shape the output."""
-    return content_hash({"settings": asdict(settings), "tools": tool_versions(settings.language)}, 12)
+    return content_hash({"settings": asdict(settings), "tools": tool_versions(settings.language),
+                         "format": CORPUS_FORMAT}, 12)
 
 
 def source_fingerprint(settings: CorpusSettings) -> str:
@@ -157,6 +162,7 @@ def extract_records(settings: CorpusSettings, progress: bool = True) -> tuple[li
     counts = FilterCounts()
     candidates: list[dict] = []
     tokens: list[list[str]] = []
+    file_sizes: list[int] = []
     for path in tqdm(source_files(settings), desc=f"parsing {settings.language} files", unit="file",
                      disable=not progress, mininterval=1.0):
         rel = path.relative_to(root).as_posix()
@@ -166,41 +172,82 @@ def extract_records(settings: CorpusSettings, progress: bool = True) -> tuple[li
             counts.unreadable_files += 1
             continue
         counts.files += 1
+        extraction = _extract(path, source, settings.language)
+        counts.documented_functions += extraction.documented
+        file_reason = _file_reason(rel, extraction, spec)
+        if file_reason:
+            counts.skipped_files[file_reason] += 1
+            counts.removed[file_reason] += extraction.documented
+            continue
+        counts.removed.update(extraction.dropped)
         file_sha = hashlib.sha1(source).hexdigest()
-        for fn in extract_functions(source, settings.language):
-            counts.documented_functions += 1
+        for fn in extraction.functions:
             summary = summarize(fn.docstring)
-            reason = None
-            if len(summary.split()) < settings.min_docstring_words:
-                reason = "short_docstring"
-            elif fn.code_lines < settings.min_code_lines:
-                reason = "short_code"
-            elif spec.is_excluded_name(fn.name):
-                reason = "constructor_or_extension_method"
-            elif "test" in fn.name.lower():
-                reason = "test_in_name"
+            reason = _function_reason(fn, summary, spec, settings)
             if reason:
                 counts.removed[reason] += 1
                 continue
-            candidates.append({
-                "repo": settings.source_name,
-                "path": rel,
-                "func_name": fn.name,
-                "original_string": fn.code,
-                "language": settings.language,
-                "code": fn.code,
-                "code_tokens": fn.code_tokens,
-                "docstring": fn.docstring,
-                "docstring_tokens": word_tokens(summary),
-                "sha": file_sha,
-                "url": f"file://{settings.source_name}/{rel}#L{fn.start_line}-L{fn.end_line}",
-                "partition": split_of(rel, settings.split_fractions),
-            })
+            candidates.append(_record(fn, summary, rel, file_sha, settings))
             tokens.append(fn.code_tokens)
-    keep = near_duplicate_keep_mask(tokens, settings.dedup_threshold)
+            file_sizes.append(len(source))
+    # Of near-duplicates the one in the smaller file is kept: a source module, not the bundle built from it.
+    preference = sorted(range(len(candidates)), key=lambda i: (file_sizes[i], i))
+    keep = near_duplicate_keep_mask(tokens, settings.dedup_threshold, order=preference)
     counts.removed["near_duplicate"] += int((~keep).sum())
     records = [r for r, k in zip(candidates, keep) if k]
     return records, counts
+
+
+def _extract(path: Path, source: bytes, language: str) -> FileExtraction:
+    try:
+        return extract_file(source, language)
+    except Exception as error:  # a parser failure on one file must name the file
+        raise DataError(f"{path}: could not extract {language} functions: {error}") from error
+
+
+def _file_reason(relative_path: str, extraction: FileExtraction, spec: LanguageSpec) -> str | None:
+    """Why a whole file is left out: test code, a bundled or vendored copy, or generated code."""
+    if spec.test_files.matches(relative_path):
+        return "test_file"
+    if spec.bundled_files.matches(relative_path):
+        return "bundled_file"
+    if extraction.generated:
+        return "generated_file"
+    return None
+
+
+def _function_reason(fn: ExtractedFunction, summary: str, spec: LanguageSpec,
+                     settings: CorpusSettings) -> str | None:
+    """CodeSearchNet's filters on one function, in order; None when it is kept."""
+    if opens_with_tag(fn.docstring, spec):
+        return "docstring_opens_with_tag"
+    if len(summary.split()) < settings.min_docstring_words:
+        return "short_docstring"
+    if fn.code_lines < settings.min_code_lines:
+        return "short_code"
+    if spec.is_excluded_name(fn.name):
+        return "constructor_or_extension_method"
+    if "test" in short_name(fn.name).lower():
+        return "test_in_name"
+    return None
+
+
+def _record(fn: ExtractedFunction, summary: str, rel: str, file_sha: str, settings: CorpusSettings) -> dict:
+    """The function as a CodeSearchNet record, with all the release's fields."""
+    return {
+        "repo": settings.source_name,
+        "path": rel,
+        "func_name": fn.name,
+        "original_string": fn.code,
+        "language": settings.language,
+        "code": fn.code,
+        "code_tokens": fn.code_tokens,
+        "docstring": fn.docstring,
+        "docstring_tokens": word_tokens(summary),
+        "sha": file_sha,
+        "url": f"file://{settings.source_name}/{rel}#L{fn.start_line}-L{fn.end_line}",
+        "partition": split_of(rel, settings.split_fractions),
+    }
 
 
 def build_corpus(settings: CorpusSettings, output_dir: str | os.PathLike, progress: bool = True) -> dict:
@@ -238,12 +285,14 @@ def build_corpus(settings: CorpusSettings, output_dir: str | os.PathLike, progre
             "counts": {
                 "files": counts.files,
                 "unreadable_files": counts.unreadable_files,
+                "skipped_files": dict(sorted(counts.skipped_files.items())),
                 "documented_functions": counts.documented_functions,
-                "removed": dict(sorted(counts.removed.items())),
+                "removed": dict(sorted((+counts.removed).items())),  # + drops reasons that removed nothing
                 "splits": {split: len(by_split[split]) for split in SPLITS},
             },
             "content_hash": "sha256:" + content.hexdigest(),
             "tool": "codebert-heads",
+            "corpus_format": CORPUS_FORMAT,
             "tool_versions": tool_versions(settings.language),
             "python_version": platform.python_version(),
         }

@@ -7,12 +7,20 @@ from sklearn.feature_extraction.text import CountVectorizer
 
 
 def near_duplicate_keep_mask(token_lists: list[list[str]], threshold: float = 0.8,
-                             chunk_size: int = 1024) -> np.ndarray:
+                             chunk_size: int = 1024, order: list[int] | None = None) -> np.ndarray:
     """Boolean mask over `token_lists`: False for each item that is a near-duplicate of an earlier kept one.
 
+    "Earlier" is in `order` (the items' indices, most preferred first) when given, else as listed.
     Similarity is the Jaccard index of the two token *sets* (identifiers, keywords, literals; punctuation
     is ignored). Exact pairwise, computed in chunks of sparse products, so it scales to tens of thousands.
     """
+    if order is not None:
+        if sorted(order) != list(range(len(token_lists))):
+            raise ValueError("order must list every item's index once")
+        keep = np.ones(len(token_lists), dtype=bool)
+        keep[np.asarray(order, dtype=int)] = near_duplicate_keep_mask(
+            [token_lists[i] for i in order], threshold, chunk_size)
+        return keep
     n = len(token_lists)
     keep = np.ones(n, dtype=bool)
     if n < 2:

@@ -7,9 +7,12 @@ import io
 import re
 import tokenize
 
-from .languages import language_spec, parser_for
+from .languages import LanguageSpec, language_spec, parser_for
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+# HTML elements that open or close a block of text, so a paragraph.
+_HTML_BLOCK = re.compile(r"</?(p|div|ul|ol|dl|li|pre|blockquote|table|h[1-6])\b[^>]*>|<hr\b[^>]*>",
+                         re.IGNORECASE)
 
 
 def clean_block_comment(text: str) -> str:
@@ -29,6 +32,19 @@ def clean_line_comments(lines: list[str], prefix: str) -> str:
             line = line[len(prefix):]
         stripped.append((line[1:] if line.startswith(" ") else line).rstrip())
     return inspect.cleandoc("\n".join(stripped))
+
+
+def html_blocks_as_paragraphs(text: str) -> str:
+    """HTML documentation with each block element (`<p>`, `<ul>`, `</p>`, ...) made a paragraph break, as
+    Javadoc renders it, so that the first paragraph is the summary and no tag is left hanging in it."""
+    text = _HTML_BLOCK.sub("\n\n", text)
+    return re.sub(r"[ \t]*\n(?:[ \t]*\n)+", "\n\n", text).strip()
+
+
+def opens_with_tag(docstring: str, spec: LanguageSpec) -> bool:
+    """True when the documentation opens with a tag or directive (`@throws ...`, `{@inheritDoc}`,
+    `:call-seq:`) rather than a description: CodeSearchNet's summary, cut at the first tag, is then empty."""
+    return spec.doc_tag is not None and spec.doc_tag.match(docstring.lstrip()) is not None
 
 
 def summarize(docstring: str) -> str:

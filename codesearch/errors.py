@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A corpus file or directory that cannot be read as any supported form."""
+
+
+class RunsFailed(Exception):
+    """The command did its work, but some of the runs it launched failed (the message says which); exit status 1."""

@@ -1,18 +1,34 @@
-"""Functions and their documentation from a source file, with tree-sitter, for all six languages."""
+"""Functions and their documentation from a source file, with tree-sitter, for all six languages.
+
+Documentation is found as each language's own documentation tool finds it (see `LanguageSpec`); a function
+that has a comment above it which that tool would not take as its documentation is counted, by reason, not
+silently passed over.
+"""
 from __future__ import annotations
 
 import inspect
-import re
 import textwrap
 from bisect import bisect_right
+from collections import Counter
 from dataclasses import dataclass, field
 
-from .docstrings import clean_block_comment, clean_line_comments, python_docstring_node
+from .docstrings import (
+    clean_block_comment,
+    clean_line_comments,
+    html_blocks_as_paragraphs,
+    python_docstring_node,
+)
 from .languages import LanguageSpec, language_spec, parser_for
 
 # Literal nodes kept whole as one token (their children are quote marks and content pieces).
 _STRING_NODE_SUFFIXES = ("string", "string_literal", "template_string", "heredoc")
 _NAMING_PARENTS = ("variable_declarator", "assignment_expression", "pair")
+
+# Why a function with a comment or docstring is left out (the manifest's names).
+NO_BODY = "no_body"                    # abstract or interface method, Go function written in assembly
+NO_NAME = "anonymous_function"         # nothing to search for it by
+DETACHED = "detached_comment"          # a blank line apart, where the documentation tool wants none (Go)
+NOT_DOC = "not_doc_comment"            # a plain comment (`//`, `/* */` where `/** */` is wanted) or directives
 
 
 @dataclass
@@ -26,37 +42,47 @@ class ExtractedFunction:
     code_lines: int = 0       # non-blank lines once the docstring is removed
 
 
-def extract_functions(source: bytes, language: str) -> list[ExtractedFunction]:
-    """Every documented function or method in `source`, in file order."""
+@dataclass
+class FileExtraction:
+    functions: list[ExtractedFunction]   # documented functions, in file order
+    dropped: Counter                     # functions with a comment that is no documentation, by reason
+    generated: bool                      # a comment says a program wrote the file
+
+    @property
+    def documented(self) -> int:
+        """Functions with a docstring or a comment above, whether extracted or dropped."""
+        return len(self.functions) + sum(self.dropped.values())
+
+
+@dataclass
+class _Doc:
+    text: str
+    node: object = None            # the Python docstring's node, left out of the code's tokens and lines
+    problem: str | None = None     # why it is no documentation after all
+
+
+def extract_file(source: bytes, language: str) -> FileExtraction:
+    """The documented functions of `source`, the ones left out and why, and whether it is generated."""
     spec = language_spec(language)
     tree = parser_for(language).parse(source)
     functions, comments = _collect(tree.root_node, spec)
     index = _CommentIndex(comments, source)
-    out = []
+    result = FileExtraction([], Counter(), _is_generated(tree.root_node, spec, source))
     for node in functions:
-        if spec.name in ("java", "php") and node.child_by_field_name("body") is None:
-            continue  # abstract and interface methods have no implementation
-        name = _qualified_name(node, spec)
-        if not name:
-            continue  # anonymous functions (callbacks) have no name to search for
-        doc_node = None
-        if spec.doc_style == "docstring":
-            doc_node = python_docstring_node(node)
-            docstring = _python_docstring_text(doc_node, source) if doc_node is not None else ""
+        doc = _documentation(node, spec, index, source)
+        if doc is None:
+            continue  # undocumented
+        problem = doc.problem or _shape_problem(node, spec)
+        if problem:
+            result.dropped[problem] += 1
         else:
-            docstring = index.doc_comment_above(_anchor(node, spec), spec)
-        if not docstring.strip():
-            continue
-        code_node = _named_node(node)
-        code = _function_text(code_node, source)
-        tokens = _code_tokens(code_node, spec, skip=doc_node)
-        code_lines = _count_code_lines(code_node, source, doc_node)
-        out.append(ExtractedFunction(
-            name=name, code=code, docstring=docstring,
-            start_line=node.start_point[0] + 1, end_line=node.end_point[0] + 1,
-            code_tokens=tokens, code_lines=code_lines,
-        ))
-    return out
+            result.functions.append(_extracted(node, doc, spec, source))
+    return result
+
+
+def extract_functions(source: bytes, language: str) -> list[ExtractedFunction]:
+    """Every documented function or method in `source`, in file order."""
+    return extract_file(source, language).functions
 
 
 def _collect(root, spec: LanguageSpec):
@@ -64,6 +90,8 @@ def _collect(root, spec: LanguageSpec):
     stack = [root]
     while stack:
         node = stack.pop()
+        if not node.is_named:
+            continue  # punctuation and keywords (the keyword `function` shares a function node's type name)
         if node.type in spec.function_types:
             functions.append(node)
         elif node.type in spec.comment_types:
@@ -74,8 +102,44 @@ def _collect(root, spec: LanguageSpec):
     return functions, comments
 
 
+def _is_generated(root, spec: LanguageSpec, source: bytes) -> bool:
+    """The comments before the file's first code or after its last say a program wrote it (a generator's
+    notice; a source map, left by a bundler, at the end)."""
+    children = [c for c in root.children if c.type not in spec.preamble_types]
+    code = [i for i, child in enumerate(children) if child.type not in spec.comment_types]
+    edges = children[:code[0]] + children[code[-1] + 1:] if code else children
+    return spec.generated_marker.search("\n".join(_text(c, source) for c in edges)) is not None
+
+
+def _documentation(node, spec: LanguageSpec, index: _CommentIndex, source: bytes) -> _Doc | None:
+    """The function's docstring or doc comment; None when it has neither a docstring nor a comment above."""
+    if spec.doc_style == "docstring":
+        string = python_docstring_node(node)
+        text = _python_docstring_text(string, source) if string is not None else ""
+        return _Doc(text, string) if text.strip() else None
+    return index.doc_comment_above(_anchor(node, spec), spec)
+
+
+def _shape_problem(node, spec: LanguageSpec) -> str | None:
+    if spec.may_lack_body and node.child_by_field_name("body") is None:
+        return NO_BODY
+    if not _qualified_name(node, spec):
+        return NO_NAME  # anonymous functions (callbacks)
+    return None
+
+
+def _extracted(node, doc: _Doc, spec: LanguageSpec, source: bytes) -> ExtractedFunction:
+    code_node = _named_node(node)
+    return ExtractedFunction(
+        name=_qualified_name(node, spec), code=_function_text(code_node, source), docstring=doc.text,
+        start_line=node.start_point[0] + 1, end_line=node.end_point[0] + 1,
+        code_tokens=_code_tokens(code_node, spec, skip=doc.node),
+        code_lines=_count_code_lines(code_node, source, doc.node),
+    )
+
+
 def _anchor(node, spec: LanguageSpec):
-    """The outermost node that wraps the function; its doc comment sits right above it."""
+    """The outermost node that wraps the function; its doc comment sits above it."""
     while node.parent is not None and node.parent.type in spec.wrapper_types:
         node = node.parent
     return node
@@ -137,13 +201,14 @@ def _owner_name(node, spec: LanguageSpec) -> str:
 
 
 def _function_text(node, source: bytes) -> str:
-    """The function's text, dedented as if it stood at the top of a file."""
+    """The function's text, dedented as if it stood at the top of a file.
+
+    Its first line is taken as indented like the line it starts on, so a function that starts mid-line
+    (`Foo.prototype.bar = function bar() {`) loses the same indentation on every line."""
     line_start = source.rfind(b"\n", 0, node.start_byte) + 1
-    indent = source[line_start:node.start_byte]
-    text = _text(node, source)
-    if indent.strip() == b"":
-        text = textwrap.dedent(indent.decode("utf-8", errors="replace") + text)
-    return text
+    line = source[line_start:node.start_byte]
+    indent = line[:len(line) - len(line.lstrip())].decode("utf-8", errors="replace")
+    return textwrap.dedent(indent + _text(node, source))
 
 
 def _python_docstring_text(string_node, source: bytes) -> str:
@@ -179,52 +244,75 @@ def _count_code_lines(node, source: bytes, doc_node) -> int:
     return sum(1 for line in text.splitlines() if line.strip())
 
 
-# Comments that talk to a tool, not to a reader; go/doc leaves the Go ones out of documentation likewise:
-# Go directives (`//go:noinline`, `//line`, `//export`, `//+build`), a shebang, Ruby's magic comments.
-DIRECTIVE = re.compile(r"//(go:|line |extern |export |\+build|[a-z0-9]+:[a-z0-9])|#!"
-                       r"|#\s*-\*-.*-\*-\s*$"
-                       r"|#\s*(frozen_string_literal|encoding|coding|warn_indent|warn_past_scope"
-                       r"|shareable_constant_value)\s*:")
-
-
 class _CommentIndex:
-    """Comments by the line they end on, to find the doc comment right above a function."""
+    """The file's comments in order, to find the ones above a function."""
 
     def __init__(self, comments, source: bytes):
         self.comments = comments
-        self.end_rows = [c.end_point[0] for c in comments]
+        self.end_bytes = [c.end_byte for c in comments]
         self.source = source
+
+    def doc_comment_above(self, anchor, spec: LanguageSpec) -> _Doc | None:
+        above = self._comments_above(anchor)
+        if not above:
+            return None
+        if spec.doc_style == "block":
+            return self._block_doc(above, spec)
+        return self._line_doc(above, anchor, spec)
+
+    def _comments_above(self, anchor) -> list:
+        """The comments between `anchor` and the code before it, in file order: each on a line of its own,
+        with nothing but blank space between them."""
+        found = []
+        position = anchor.start_byte
+        i = bisect_right(self.end_bytes, position) - 1
+        while i >= 0:
+            comment = self.comments[i]
+            if self.source[comment.end_byte:position].strip() or not self._starts_its_line(comment):
+                break
+            found.append(comment)
+            position = comment.start_byte
+            i -= 1
+        return found[::-1]
 
     def _starts_its_line(self, node) -> bool:
         line_start = self.source.rfind(b"\n", 0, node.start_byte) + 1
         return self.source[line_start:node.start_byte].strip() == b""
 
-    def _ending_on(self, row: int):
-        i = bisect_right(self.end_rows, row) - 1
-        if i >= 0 and self.end_rows[i] == row and self._starts_its_line(self.comments[i]):
-            return i
-        return None
+    def _block_doc(self, above, spec: LanguageSpec) -> _Doc:
+        """The nearest `/** ... */` above, past plain comments and blank lines, as Javadoc, JSDoc and PHP
+        take it."""
+        for comment in reversed(above):
+            text = _text(comment, self.source)
+            if text.startswith("/**") and not text.startswith("/**/"):
+                doc = clean_block_comment(text)
+                return _Doc(html_blocks_as_paragraphs(doc) if spec.html_docs else doc)
+        return _Doc("", problem=NOT_DOC)
 
-    def doc_comment_above(self, anchor, spec: LanguageSpec) -> str:
-        i = self._ending_on(anchor.start_point[0] - 1)
-        if i is None:
-            return ""
-        text = self.comments[i].text.decode("utf-8", errors="replace")
-        if spec.doc_style == "block":
-            return clean_block_comment(text) if text.startswith("/**") else ""
-        if text.startswith("/*"):  # Go also documents with a block comment
-            return clean_block_comment(text)
-        if not text.startswith(spec.line_comment_prefix):
-            return ""
-        lines = [text]
-        while True:
-            j = self._ending_on(self.comments[i].start_point[0] - 1)
-            if j is None:
-                break
-            previous = self.comments[j].text.decode("utf-8", errors="replace")
-            if not previous.startswith(spec.line_comment_prefix):
-                break
-            lines.insert(0, previous)
-            i = j
-        lines = [line for line in lines if not DIRECTIVE.match(line)]
-        return clean_line_comments(lines, spec.line_comment_prefix) if lines else ""
+    def _line_doc(self, above, anchor, spec: LanguageSpec) -> _Doc:
+        """The nearest group of line comments (or a Go `/* */` comment) above, less tool directives."""
+        group = self._nearest_group(above)
+        if anchor.start_point[0] - group[-1].end_point[0] > 1 and not spec.doc_after_blank_lines:
+            return _Doc("", problem=DETACHED)
+        texts = [_text(comment, self.source) for comment in group]
+        if texts[-1].startswith("/*"):  # Go also documents with a block comment
+            return _Doc(clean_block_comment(texts[-1]))
+        lines = [t for t in texts if t.startswith(spec.line_comment_prefix)
+                 and not (spec.directive and spec.directive.match(t))]
+        if not lines:
+            return _Doc("", problem=NOT_DOC)
+        return _Doc(clean_line_comments(lines, spec.line_comment_prefix))
+
+    @staticmethod
+    def _nearest_group(above) -> list:
+        """The last run of line comments on consecutive lines (a blank line ends a group), or the last
+        block comment alone."""
+        start = len(above) - 1
+        while (start > 0 and not _is_block(above[start]) and not _is_block(above[start - 1])
+               and above[start - 1].end_point[0] + 1 == above[start].start_point[0]):
+            start -= 1
+        return above[start:]
+
+
+def _is_block(comment) -> bool:
+    return comment.text.startswith(b"/*")

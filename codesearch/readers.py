@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,35 +71,47 @@ def iter_records(path: Path) -> Iterator[tuple[str, dict]]:
         raise DataError(f"{path}: unsupported file type (expected .jsonl, .jsonl.gz, .csv or .parquet)")
 
 
+def _decoded(data: bytes, path: Path, first_line: int = 1) -> str:
+    """UTF-8 text (a leading byte-order mark dropped); else an error naming the line and the byte in it."""
+    try:
+        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + data.count(b"\n", 0, exc.start)
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}, the line's byte {column}: "
+                        f"{exc.reason})") from None
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is no JSON error
-            for number, line in enumerate(handle, start=1):
+        with opener(path, "rb") as handle:  # lines decoded one by one, so that an error names its line
+            for number, raw in enumerate(handle, start=1):
+                line = _decoded(raw, path, number)
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{number}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+                    raise DataError(f"{path}:{number}: malformed JSON ({exc.msg}: column {exc.colno})") from None
                 if not isinstance(record, dict):
                     raise DataError(f"{path}:{number}: expected a JSON object, found {type(record).__name__}")
                 yield f"{path}:{number}", record
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        if isinstance(exc, DataError):
-            raise
+    except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from None
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[str, dict]]:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: no BOM in the first header
-            reader = csv.DictReader(handle)
-            for record in reader:
-                if None in record:
-                    raise DataError(f"{path}:{reader.line_num}: more values than the header has columns")
-                yield f"{path}:{reader.line_num}", record
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        reader = csv.DictReader(io.StringIO(_decoded(path.read_bytes(), path), newline=""))
+        reader.fieldnames  # reads the header
+        start = reader.line_num + 1
+        for record in reader:
+            if None in record:
+                raise DataError(f"{path}:{start}: more values than the header has columns")
+            yield f"{path}:{start}", record   # a record's first line: a quoted field may span several
+            start = reader.line_num + 1
+    except (OSError, csv.Error) as exc:
         raise DataError(f"{path}: cannot be read as csv ({exc})") from None
 
 

@@ -16,8 +16,6 @@ from tracking.run_logs import ablation_log, ablation_run_name
 from .config import as_sections, study_key
 from .runs import Run, prepare_torch
 
-REPORT_FILES = ("importance.*", "heatmap*.png", "heatmap*.svg", "per_query.csv", "grad_scores.csv")
-
 
 def ablation_label(cfg: DictConfig) -> str:
     """The run's folder in its study: what is ablated, how, where, and a hash of the other settings."""
@@ -32,20 +30,20 @@ def run_ablate(cfg: DictConfig) -> Path:
     c = as_sections(cfg)
     prepare_torch(cfg)
     label = ablation_label(cfg)
-    run = Run(cfg, "ablate", label)
-    with run.timings.phase("setup_s"):
-        encoder = encoder_for(c.model)
-        study = AblationStudy(encoder, c.ablation, c.model, c.eval, c.seed, run.home, c.progress, run.timings)
-        data = load_data(c.data, c.corpus, c.seed, c.progress)
-    study.prepare(data, c.data, c.corpus)
-    run.begin(AblationRecord, REPORT_FILES)
-    study.run(run.folder, resume=c.resume)
-    files = study.export(run.folder)
-    record = run.finish(study.record(), files)
-    print_summary(study.frame, record, run.folder)
-    mode, side = str(c.ablation.mode), str(c.ablation.side)
-    run.log(ablation_log(run.folder, study.frame, record, ablation_run_name(study.conditions, label, mode, side),
-                         [mode, side], data, encoder))
+    with Run(cfg, "ablate", AblationRecord, label, resumable=True) as run:
+        with run.timings.phase("setup_s"):
+            encoder = encoder_for(c.model)
+            study = AblationStudy(encoder, c.ablation, c.model, c.eval, c.seed, run.home, c.progress, run.timings)
+            data = load_data(c.data, c.corpus, c.seed, c.progress)
+        study.prepare(data, c.data, c.corpus)
+        run.begin(keep=("conditions",) if c.resume else ())
+        study.run(run.work, resume=c.resume, finished=run.folder)
+        files = study.export(run.work)
+        record = run.finish(study.record(), files)
+        print_summary(study.frame, record, run.folder)
+        mode, side = str(c.ablation.mode), str(c.ablation.side)
+        run.log(ablation_log(run.folder, study.frame, record, ablation_run_name(study.conditions, label, mode, side),
+                             [mode, side], data, encoder))
     return run.folder
 
 

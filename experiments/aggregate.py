@@ -13,7 +13,6 @@ from codesearch.errors import UserError
 from tracking.run_logs import aggregate_log
 from tracking.wandb_log import download_study, resolve_mode
 
-from .ablate import REPORT_FILES
 from .config import to_plain
 from .runs import Run
 
@@ -43,11 +42,11 @@ def study_folder(cfg: DictConfig, study: str) -> tuple[Path, Path]:
 def run_aggregate(cfg: DictConfig, study: str, explicit: set[str] | None = None) -> Path:
     folder, home = study_folder(cfg, study)
     result = aggregate(finished_runs(folder), to_plain(cfg), explicit or set())
-    run = Run(cfg, "aggregate", study=folder.name, home=home)
-    run.begin(AggregateRecord, REPORT_FILES)
-    files = result.write(run.folder)
-    record = run.finish(result.record(), files)
-    print(f"{record.n_runs} runs, {record.n_conditions} conditions, {record.n_significant} significant "
-          f"({record.correction}, alpha {record.alpha}); results: {run.folder}")
-    run.log(aggregate_log(run.folder, result.frame, record))
+    with Run(cfg, "aggregate", AggregateRecord, study=folder.name, home=home) as run:
+        run.begin()
+        files = result.write(run.work)
+        record = run.finish(result.record(), files)
+        print(f"{record.n_runs} runs, {record.n_conditions} conditions, {record.n_significant} significant "
+              f"({record.correction}, alpha {record.alpha}); results: {run.folder}")
+        run.log(aggregate_log(run.folder, result.frame, record))
     return run.folder

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from codesearch.errors import UserError
+from codesearch.errors import RunsFailed, UserError
 
 from .config import explicit_keys, load_config
 from .schema import COMMAND_SECTIONS, TOP_LEVEL, Config
+
+# A disk that is full, read-only or not ours: the user's to fix, said in one line.
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,16 @@ def main(argv: list[str] | None = None) -> int:
         runner(cfg, **extra)
     except UserError as exc:
         print(f"codebert-heads {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except RunsFailed as exc:
+        print(f"codebert-heads {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"codebert-heads {args.command}: error: cannot write{where}: {exc.strerror}; nothing finished was "
+              f"lost", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"codebert-heads {args.command}: interrupted; finished results are kept", file=sys.stderr)

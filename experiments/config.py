@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from codesearch.errors import UserError
 from codesearch.hashing import content_hash
+from heads.settings import check_device
 
 from .schema import Config
 
@@ -156,6 +157,7 @@ def validate(cfg: DictConfig) -> None:
                        "threads": cfg.threads, "ablation.top_k": cfg.ablation.top_k}.items():
         if value < 0:
             raise ConfigError(f"{key}={value}: must be 0 or more")
+    check_device(cfg.model.device)
     fractions = list(cfg.corpus.split_fractions)
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ConfigError(f"corpus.split_fractions={fractions}: must be three non-negative numbers summing to 1")

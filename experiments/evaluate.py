@@ -17,17 +17,17 @@ from .runs import Run, prepare_torch
 def run_evaluate(cfg: DictConfig) -> Path:
     c = as_sections(cfg)
     prepare_torch(cfg)
-    run = Run(cfg, "evaluate")
-    data = load_data(c.data, c.corpus, c.seed, c.progress)
-    encoder = encoder_for(c.model)
-    evaluation = Evaluation.run(encoder, data, c.model, c.eval, run.home, c.progress)
-    run.begin(EvaluationRecord, ("per_query*.csv",))
-    files = evaluation.write(run.folder)
-    record = evaluation.record(c.data, c.seed)
-    record.wall_time_s = round(run.elapsed(), 3)
-    run.finish(record, files)
-    print_summary(record, run.folder)
-    run.log(baseline_log(run.folder, record, data, encoder))
+    with Run(cfg, "evaluate", EvaluationRecord) as run:
+        data = load_data(c.data, c.corpus, c.seed, c.progress)
+        encoder = encoder_for(c.model)
+        evaluation = Evaluation.run(encoder, data, c.model, c.eval, run.home, c.progress)
+        run.begin()
+        files = evaluation.write(run.work)
+        record = evaluation.record(c.data, c.seed)
+        record.wall_time_s = round(run.elapsed(), 3)
+        run.finish(record, files)
+        print_summary(record, run.folder)
+        run.log(baseline_log(run.folder, record, data, encoder))
     return run.folder
 
 

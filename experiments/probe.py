@@ -17,28 +17,27 @@ from tracking.run_logs import probe_log
 from .config import as_sections
 from .runs import Run, prepare_torch
 
-REPORT_FILES = ("probes.csv", "heatmap_*", "probe_vs_ablation.*")
-
 
 def run_probe(cfg: DictConfig) -> Path:
     c = as_sections(cfg)
     prepare_torch(cfg)
     every_task = str(c.probe.task) == "all"
     tasks = resolve_tasks(str(c.probe.task))
-    run = Run(cfg, "probe", "all" if every_task else str(c.probe.task).replace(",", "+"))
-    with run.timings.phase("setup_and_features_s"):
-        ablation = find_ablation(run.home, c.probe.ablation_run)   # a bad folder is named before any work
-        encoder = encoder_for(c.model)
-        study = ProbingStudy(encoder, c.probe, c.model, c.seed, run.home, c.progress)
-        study.prepare(tasks, c.data, c.corpus, skip_one_class=every_task)
-    with run.timings.phase("probes_s"):
-        frame = study.run()
-    run.begin(ProbeRecord, REPORT_FILES)
-    files = study.export(run.folder)
-    joined, join_files = join_with_ablation(frame, ablation, run.folder)
-    record = run.finish(study.record(joined), files + join_files)
-    print_summary(frame, record, run.folder)
-    run.log(probe_log(run.folder, frame, record, files, study.loaded["test"], encoder))
+    label = "all" if every_task else str(c.probe.task).replace(",", "+")
+    with Run(cfg, "probe", ProbeRecord, label) as run:
+        with run.timings.phase("setup_and_features_s"):
+            ablation = find_ablation(run.home, c.probe.ablation_run)   # a bad folder is named before any work
+            encoder = encoder_for(c.model)
+            study = ProbingStudy(encoder, c.probe, c.model, c.seed, run.home, c.progress)
+            study.prepare(tasks, c.data, c.corpus, skip_one_class=every_task)
+        with run.timings.phase("probes_s"):
+            frame = study.run()
+        run.begin()
+        files = study.export(run.work)
+        joined, join_files = join_with_ablation(frame, ablation, run.work)
+        record = run.finish(study.record(joined), files + join_files)
+        print_summary(frame, record, run.folder)
+        run.log(probe_log(run.folder, frame, record, files, study.loaded["test"], encoder))
     return run.folder
 
 

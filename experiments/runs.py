@@ -2,20 +2,27 @@
 
 A study is one baseline (model, corpus, data selection, evaluation settings): its folder
 `<runs_dir>/<study>/` holds the runs of every command on it, the cached baseline and the offline W&B runs.
-`Run` owns one run: its folder, the marker that says it finished (its typed record, written last), the timings,
-`config.yaml`, and the W&B log sent once the folder is complete.
+`Run` owns one run: its folder, a work folder beside it where this run's files are written (`.<name>.partial`,
+locked while the run holds it), the timings, `config.yaml`, the typed record (written last) and the W&B log. The
+work folder replaces the run's folder only once the record is written, so a finished run is kept until its
+replacement is complete, and an interrupted run never leaves a folder that looks finished.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import shutil
+import sys
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from codesearch.files import atomic_write_text
+from codesearch.errors import UserError
+from codesearch.files import atomic_write_text, replace_directory
 from codesearch.runfolder import RunRecord, Timings, package_versions
-from tracking.wandb_log import RunLog, log_run
+from tracking.wandb_log import RunLog, environment_mode, log_run
 
 from .config import study_key, to_plain
 from .schema import STUDY_SECTIONS
@@ -47,50 +54,94 @@ def prepare_torch(cfg: DictConfig) -> None:
 
 
 class Run:
-    """One run of a command:
+    """One run of a command, as a context manager:
 
-        run = Run(cfg, "ablate", label)          # its folder: output_dir, else <study>/ablate/<label>
-        with run.timings.phase("setup_s"): ...
-        run.begin(AblationRecord, outputs)       # just before the first result file
-        ...                                      # write results into run.folder
-        record = run.finish(record, files)       # the record last: it marks the run finished
-        run.log(ablation_log(...))               # then W&B
+        with Run(cfg, "ablate", AblationRecord, label, resumable=True) as run:   # folder checked, work folder held
+            with run.timings.phase("setup_s"): ...    # checks and long work that writes no result
+            run.begin(keep=("conditions",))            # the work folder, cleared but for what a resume keeps
+            ...                                        # write results into run.work
+            record = run.finish(record, files)         # the record last, then the work folder becomes run.folder
+            run.log(ablation_log(...))                 # then W&B
+
+    On entry it refuses a folder that is no run folder of this command, and a folder another run is writing, and
+    checks that it can write there: before any model is loaded. Interrupted, a resumable run keeps its work folder
+    (the same command with resume=true continues it); any other run's work folder is removed.
     """
 
-    def __init__(self, cfg: DictConfig, command: str, label: str = "", study: str | None = None,
-                 home: Path | None = None):
-        self.cfg, self.command = cfg, command
+    def __init__(self, cfg: DictConfig, command: str, record_type: type[RunRecord], label: str = "",
+                 study: str | None = None, home: Path | None = None, resumable: bool = False):
+        self.cfg, self.command, self.record_type, self.resumable = cfg, command, record_type, resumable
         self.study = study or study_name(cfg)
         self.home = Path(home) if home is not None else study_dir(cfg)
         default = self.home / command / label if label else self.home / command
         self.folder = Path(cfg.output_dir).expanduser() if cfg.output_dir else default
+        self.work = self.folder.with_name(f".{self.folder.name}.partial")
         self.timings = Timings()
         self._started = time.perf_counter()
+        self._lock: int | None = None
+        self._created = self._begun = self._finished = False
 
-    def begin(self, record_type: type[RunRecord], outputs: tuple[str, ...] = ()) -> None:
-        """Open the folder: an earlier run's record goes first, so that an interruption from here on can never
-        leave new partial files beside an old record that says "finished"; then the earlier run's other outputs
-        (glob patterns), so that none of them is taken for this run's; then this run's config.yaml."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / record_type.FILE).unlink(missing_ok=True)
-        for pattern in (*outputs, "config.yaml"):
-            for path in self.folder.glob(pattern):
-                if path.is_file():
-                    path.unlink()
-        atomic_write_text(self.folder / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_plain(self.cfg))))
+    def __enter__(self) -> Run:
+        if str(self.cfg.wandb.mode) == "auto":
+            environment_mode()  # a misspelt $WANDB_MODE is said now, not after the run
+        folder = self.folder
+        if folder.exists() and not (folder.is_dir() and (self.record_type.is_finished(folder)
+                                                        or not any(folder.iterdir()))):
+            raise UserError(f"{folder} exists and is no finished `{self.command}` run (it has no "
+                            f"{self.record_type.FILE}): it is never written over; choose another output_dir")
+        try:
+            self._created = not self.work.exists()
+            self.work.mkdir(parents=True, exist_ok=True)
+            self._lock = os.open(self.work, os.O_RDONLY)
+            atomic_write_text(self.work / ".write-check", "")   # a read-only or full disk shows here, not at the end
+            (self.work / ".write-check").unlink()
+        except OSError as exc:
+            self.__exit__(*sys.exc_info())
+            raise UserError(f"cannot write into {self.work.parent}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._created = False  # the other run's: left alone
+            self.__exit__(*sys.exc_info())
+            raise UserError(f"another run is writing {folder} right now (it holds {self.work}); wait for it, or "
+                            f"choose another output_dir") from None
+        return self
+
+    def __exit__(self, exc_type, exc, _traceback) -> bool:
+        if not self._finished and self.work.exists():
+            if self.resumable and self._begun and any(self.work.iterdir()):
+                print(f"this run's work so far is kept in {self.work}: the same command with resume=true continues "
+                      f"from it", file=sys.stderr)
+            elif self._begun or self._created:
+                shutil.rmtree(self.work, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+        return False
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._started
 
+    def begin(self, keep: tuple[str, ...] = ()) -> None:
+        """Start writing: the work folder is emptied but for the entries named in `keep` (what a resumed run takes
+        over), and this run's config.yaml is written."""
+        for entry in self.work.iterdir():
+            if entry.name not in keep:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        self._begun = True
+        atomic_write_text(self.work / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_plain(self.cfg))))
+
     def finish(self, record: RunRecord, files: list[str]) -> RunRecord:
-        """Complete the record with what every run records and write it: last, its presence marks the run
-        finished."""
+        """Complete the record with what every run records and write it last; then the work folder takes the run
+        folder's place (a finished run there is replaced only now)."""
         self.timings["total_s"] = self.elapsed()
         record.command, record.study, record.config = self.command, self.study, to_plain(self.cfg)
         record.files = [*files, "config.yaml"]
         record.versions = package_versions()
         record.timings = self.timings.rounded()
-        record.write(self.folder)
+        record.write(self.work)
+        replace_directory(self.work, self.folder)
+        self._finished = True
         return record
 
     def log(self, log: RunLog) -> None:

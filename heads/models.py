@@ -7,6 +7,7 @@ reachable fails at once with a message saying how to use a local copy.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import torch
 from codesearch.errors import UserError
 
 from .encoder import Encoder, ModelInfo, Recipe
-from .settings import BUILTIN, ModelConfig, Pooling
+from .settings import BUILTIN, ModelConfig, Pooling, check_device
 
 BUILTIN_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 SUPPORTED_TYPES = ("bert", "roberta")
@@ -190,11 +191,25 @@ def load_encoder(name: str = BUILTIN, pooling: str = "auto", normalize: bool | N
 
 
 def _device(name: str) -> torch.device:
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"model.device={name!r} but no CUDA device is available")
     return torch.device(name)
+
+
+@functools.cache
+def model_shape(name: str) -> tuple[int, int]:
+    """(layers, heads per layer) of a model, from its config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    path, _ = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ModelNotAvailable(f"cannot read the model config of {name!r}: {exc}") from None
+    return config.num_hidden_layers, config.num_attention_heads
 
 
 def encoder_for(settings: ModelConfig, attn_implementation: str = "sdpa") -> Encoder:

@@ -2,13 +2,22 @@
 (light: no torch, so the command line checks a config before importing it)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Optional
 
+from codesearch.errors import UserError
 from codesearch.settings import Protocol, setting
 
 BUILTIN = "builtin"
+DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")
+
+
+def check_device(name: str) -> None:
+    """`model.device` is one this tool runs on: cpu, cuda, cuda:N or auto."""
+    if not DEVICE.fullmatch(str(name)):
+        raise UserError(f"model.device={name!r}: choose cpu, cuda, cuda:N or auto")
 
 
 class Pooling(StrEnum):

@@ -85,7 +85,7 @@ def test_builtin_model_cached_equals_naive(builtin_encoder):
 
 
 def test_layer_cache_limit_is_checked_before_work(encoder):
-    with pytest.raises(UserError, match="layer cache needs about .* GiB"):
+    with pytest.raises(UserError, match="layer cache needs about .* (GiB|MiB)"):
         run_conditions(encoder, QUERIES, CODES, build_conditions("0.0", True, 2, 4), lambda *a: None, SIZES,
                        max_cache_gb=1e-9, progress=False)
 

@@ -61,11 +61,13 @@ def test_same_seed_same_numbers(tmp_path, pairs_file, tiny_roberta_dir):
     assert (tmp_path / "a" / "per_query.csv").read_text() == (tmp_path / "b" / "per_query.csv").read_text()
 
 
-def test_interrupted_run_leaves_no_finished_marker(tmp_path, pairs_file, tiny_bert_dir, monkeypatch):
+def test_an_interrupted_rerun_keeps_the_finished_run_and_leaves_nothing_half_done(tmp_path, pairs_file,
+                                                                                  tiny_bert_dir, monkeypatch):
     out = tmp_path / "run"
     args = [f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"output_dir={out}", "progress=false"]
     assert run_cli(*args) == 0
-    assert (out / "metrics.json").is_file()
+    finished = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert "metrics.json" in finished
 
     import heads.evaluation as evaluation
 
@@ -74,8 +76,9 @@ def test_interrupted_run_leaves_no_finished_marker(tmp_path, pairs_file, tiny_be
 
     monkeypatch.setattr(evaluation, "atomic_write_csv", interrupted)  # dies while writing the new results
     assert run_cli(*args) == 130
-    assert not (out / "metrics.json").exists()
-    assert not list(out.glob(".*.tmp"))
+    # The finished run is whole, as it was; no new file is beside it, and no work folder or temporary file is left.
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == finished
+    assert not [path for path in tmp_path.rglob(".*") if path.name != ".cache"], "a work or temporary file is left"
 
 
 def test_builtin_model_on_the_builtin_corpus(tmp_path):

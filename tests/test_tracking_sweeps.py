@@ -266,11 +266,11 @@ flag = pathlib.Path({str(tmp_path / 'healthy')!r})
 sys.exit(0 if flag.exists() else 9)
 """)
     sweep = write_sweep(tmp_path / "s.yaml", {"seed": [1, 2]}, program=program)
-    assert main(["sweep", str(sweep), f"runs_dir={tmp_path}"]) == 0
+    assert main(["sweep", str(sweep), f"runs_dir={tmp_path}"]) == 1                # failed runs: not a success
     state_file = next((tmp_path / "sweeps").glob("s-*/state.json"))
     assert [r["state"] for r in json.loads(state_file.read_text())["runs"]] == ["failed", "failed"]
     (tmp_path / "healthy").write_text("x")
-    assert main(["sweep", str(sweep), f"runs_dir={tmp_path}"]) == 0      # failed ones are not retried silently
+    assert main(["sweep", str(sweep), f"runs_dir={tmp_path}"]) == 1      # failed ones are not retried silently
     assert len(json.loads(state_file.read_text())["runs"]) == 2
     assert main(["sweep", str(sweep), "--retry-failed", f"runs_dir={tmp_path}"]) == 0
     assert [r["state"] for r in json.loads(state_file.read_text())["runs"]] == ["finished", "finished"]

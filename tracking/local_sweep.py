@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from codesearch.errors import UserError
+from codesearch.errors import RunsFailed, UserError
 from codesearch.files import atomic_write_text
 from codesearch.hashing import content_hash
 
@@ -86,6 +86,8 @@ def run_local_sweep(path: Path, runs_dir: str, schema: ProgramSchema, count: int
     finished = sum(r["state"] == "finished" for r in state.runs)
     failed = len(state.runs) - finished
     print(f"sweep {path.stem}: {finished} runs finished, {failed} failed; state in {state.path}")
+    if failed:
+        raise RunsFailed(f"{failed} of the sweep's {len(state.runs)} runs failed; `--retry-failed` runs them again")
     return state.path.parent
 
 

@@ -73,16 +73,24 @@ def has_credentials() -> bool:
         return False
 
 
+# What $WANDB_MODE may say, as wandb reads it.
+ENVIRONMENT_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+                     "disabled": "disabled"}
+
+
+def environment_mode() -> str | None:
+    """The mode $WANDB_MODE sets (None when unset); a value wandb does not know is an error, not `auto`."""
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env and env not in ENVIRONMENT_MODES:
+        raise UserError(f"WANDB_MODE={env!r} is no W&B mode: set it to online, offline or disabled, or unset it")
+    return ENVIRONMENT_MODES.get(env) if env else None
+
+
 def resolve_mode(requested: str) -> str:
     """online | offline | disabled. `auto`: $WANDB_MODE if set, else online with credentials, else offline."""
     if requested != "auto":
         return requested
-    env = os.environ.get("WANDB_MODE", "").strip().lower()
-    if env in ("online", "offline", "disabled"):
-        return env
-    if env == "dryrun":
-        return "offline"
-    return "online" if has_credentials() else "offline"
+    return environment_mode() or ("online" if has_credentials() else "offline")
 
 
 def artifact_name(text: str) -> str:
@@ -99,15 +107,20 @@ def log_run(settings: WandbConfig, config: dict, study: str, study_folder: Path,
         return _log(settings, config, study, study_folder, log, mode)
     except Exception as exc:  # noqa: BLE001  W&B's own errors come in many types; none may cost a result
         if mode == "online":
-            print(f"W&B online logging failed ({type(exc).__name__}: {exc}); logging offline instead",
-                  file=sys.stderr)
+            print(f"W&B online logging failed ({_first_line(exc)}); logging offline instead", file=sys.stderr)
             try:
                 return _log(settings, config, study, study_folder, log, "offline")
             except Exception as second:  # noqa: BLE001
                 exc = second
-        print(f"W&B logging failed ({type(exc).__name__}: {exc}); the results in {log.results_dir} are complete",
+        print(f"W&B logging failed ({_first_line(exc)}); the results in {log.results_dir} are complete",
               file=sys.stderr)
         return None
+
+
+def _first_line(exc: Exception) -> str:
+    """The error in one line: W&B's own messages go on with advice over several."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def _log(w: WandbConfig, config: dict, study: str, study_folder: Path, log: RunLog, mode: str) -> str:
