@@ -13,8 +13,8 @@ from heads.models import encoder_for
 from heads.naming import file_safe, head_set_name, is_every_head
 from tracking.run_logs import ablation_log, ablation_run_name
 
-from .config import as_sections, study_key
-from .runs import Run, prepare_torch
+from .config import as_sections
+from .runs import Run, prepare_torch, study_key
 
 
 def ablation_label(cfg: DictConfig) -> str:

@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from codesearch.errors import UserError
-from codesearch.hashing import content_hash
 from heads.settings import check_device
 
 from .schema import Config
@@ -199,11 +198,3 @@ def to_plain(cfg: DictConfig) -> dict:
 def as_sections(cfg: DictConfig) -> Config:
     """The config as its typed sections, to hand on whole."""
     return OmegaConf.to_object(cfg)
-
-
-def study_key(cfg: DictConfig, sections: tuple[str, ...]) -> str:
-    """A short hash of the settings that decide a study's numbers."""
-    plain = to_plain(cfg)
-    payload = {name: plain[name] for name in sections if name in plain}
-    payload["seed"] = plain["seed"]
-    return content_hash(payload, 8)

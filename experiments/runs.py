@@ -21,15 +21,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from codesearch.errors import UserError
 from codesearch.files import atomic_write_text, replace_directory
+from codesearch.hashing import content_hash
 from codesearch.runfolder import RunRecord, Timings, package_versions
 from tracking.wandb_log import RunLog, environment_mode, log_run
 
-from .config import study_key, to_plain
+from .config import to_plain
 from .schema import STUDY_SECTIONS
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40] or "x"
+
+
+def study_key(cfg: DictConfig, sections: tuple[str, ...]) -> str:
+    """A short hash of the settings that decide a study's numbers."""
+    plain = to_plain(cfg)
+    payload = {name: plain[name] for name in sections if name in plain}
+    payload["seed"] = plain["seed"]
+    return content_hash(payload, 8)
 
 
 def study_name(cfg: DictConfig) -> str:
