@@ -11,11 +11,12 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from codesearch.files import atomic_write_csv, atomic_write_text
+from codesearch.statistics import adjust_pvalues
 from heads.heatmap import layer_head_matrix, plot_matrix
 
 from .conditions import Condition
 from .settings import ReportSettings
-from .stats import adjust_pvalues, compare_paired, condition_rng
+from .stats import compare_paired, condition_rng
 from .table import importance_frame, to_latex, to_markdown
 
 

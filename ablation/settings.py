@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Optional
 
-from codesearch.settings import Split, setting
+from codesearch.settings import Correction, Split, setting
 from heads.naming import HeadId
 from heads.settings import MaskMode
 
@@ -15,11 +15,6 @@ class Side(StrEnum):
     query = "query"
     code = "code"
     both = "both"       # the head is gone from the model
-
-
-class Correction(StrEnum):
-    holm = "holm"
-    bh = "bh"           # Benjamini-Hochberg
 
 
 class PrimaryTest(StrEnum):

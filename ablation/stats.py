@@ -12,12 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
-from .settings import Correction
-
-# statsmodels' names of the corrections.
-CORRECTIONS = {Correction.holm: "holm", Correction.bh: "fdr_bh"}
 # Reciprocal ranks lie in [0, 1]: paired differences that spread less than this are float noise, not variation.
 SPREAD_TOLERANCE = 1e-12
 
@@ -98,20 +93,6 @@ def _without_spread(baseline_rr: np.ndarray, ablated_rr: np.ndarray, d: np.ndarr
         t_stat = cohens_d = float(np.copysign(np.inf, delta))
         p_value, p_perm = 0.0, float(2.0 ** (1 - n))
     return PairedComparison(baseline_mrr, ablated_mrr, delta, delta, delta, t_stat, p_value, p_perm, cohens_d, n)
-
-
-def adjust_pvalues(pvalues: np.ndarray, method: str = "holm", alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """(adjusted p-values, significant) over all conditions, with statsmodels' multipletests.
-
-    Significant means p_adjusted < alpha (strictly). A NaN p-value (a condition with fewer than two queries) takes
-    no part in the correction: its adjusted p is NaN and it is never significant.
-    """
-    pvalues = np.asarray(pvalues, dtype=np.float64)
-    adjusted = np.full(pvalues.shape, np.nan)
-    tested = ~np.isnan(pvalues)
-    if tested.any():
-        adjusted[tested] = multipletests(pvalues[tested], alpha=alpha, method=CORRECTIONS[method])[1]
-    return adjusted, tested & (adjusted < alpha)
 
 
 def unreachable_significance(n_conditions: int, settings) -> str | None:

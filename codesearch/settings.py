@@ -37,6 +37,11 @@ class DataForm(StrEnum):
     pairs = "pairs"
 
 
+class Correction(StrEnum):
+    holm = "holm"
+    bh = "bh"           # Benjamini-Hochberg
+
+
 class Protocol(StrEnum):
     whole_pool = "whole_pool"   # GraphCodeBERT, UniXcoder: the whole candidate pool
     csn = "csn"                 # CodeSearchNet: batches of 1000

@@ -22,6 +22,7 @@ from codesearch.files import atomic_write_csv
 from codesearch.hashing import content_hash
 from codesearch.loading import LoadedData, load_data
 from codesearch.settings import SPLITS, CorpusConfig, DataConfig
+from codesearch.syntax import IGNORE
 from heads.encoder import Encoder
 from heads.heatmap import plot_matrix
 from heads.models import random_init_copy
@@ -32,7 +33,6 @@ from .features import FeatureStore, extract_features, store_matches
 from .probe import ProbeData, ProbeResult, fit_probe, in_memory
 from .record import ProbeRecord
 from .settings import ProbeConfig
-from .syntax import IGNORE
 from .tasks import (
     LabelledSplit,
     ProbeTask,

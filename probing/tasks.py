@@ -14,9 +14,8 @@ import numpy as np
 
 from codesearch.errors import UserError
 from codesearch.records import Example
+from codesearch.syntax import CATEGORIES, IGNORE, SEQUENCE_TASKS, TOKEN_TASKS, syntax_leaves, token_labels
 from heads.encoder import Encoder
-
-from .syntax import CATEGORIES, IGNORE, SEQUENCE_TASKS, TOKEN_TASKS, syntax_leaves, token_labels
 
 YES_NO = ("no", "yes")
 MATCH_TASK = "query_code_match"

@@ -13,10 +13,11 @@ from ablation.engine import run_conditions
 from ablation.gradient import gradient_scores, retrieval_loss
 from ablation.means import head_means
 from ablation.settings import ReportSettings
-from ablation.stats import adjust_pvalues, compare_paired, condition_rng, unreachable_significance
+from ablation.stats import compare_paired, condition_rng, unreachable_significance
 from ablation.table import importance_frame, latex_escape, to_latex, to_markdown
 from codesearch.errors import UserError
 from codesearch.metrics import whole_pool
+from codesearch.statistics import adjust_pvalues
 from heads.hooks import GradientMask, HeadMask, hook_z
 from heads.models import load_encoder
 from heads.naming import HeadId

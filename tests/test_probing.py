@@ -11,6 +11,7 @@ from sklearn.metrics import f1_score
 from codesearch.builder import CorpusSettings, build_corpus
 from codesearch.errors import UserError
 from codesearch.records import Example
+from codesearch.syntax import CATEGORIES, syntax_leaves, token_labels
 from experiments.cli import main
 from heads.hooks import hook_z
 from heads.models import load_encoder
@@ -18,7 +19,6 @@ from heads.naming import HeadId
 from probing.features import extract_features
 from probing.probe import accuracy_from, fit_probe, in_memory, macro_f1_from
 from probing.settings import ProbeConfig
-from probing.syntax import CATEGORIES, syntax_leaves, token_labels
 from probing.tasks import (
     TASKS,
     control_labels_by_type,
