@@ -29,6 +29,7 @@ demo: $(VENV)/.installed
 	$(BIN)/codebert-heads corpus
 	$(BIN)/codebert-heads evaluate --config demo
 	$(BIN)/codebert-heads ablate --config demo
+	$(BIN)/codebert-heads attention --config demo
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

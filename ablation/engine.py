@@ -48,7 +48,7 @@ class SideSweep:
 
     def cache_bytes(self) -> int:
         """Memory the sweep holds at once: layer input, head outputs and next input, for every batch."""
-        tokens = sum(ids.numel() for _, ids, _ in self.batches)
+        tokens = sum(batch.input_ids.numel() for batch in self.batches)
         return 3 * tokens * self.encoder.model.config.hidden_size * 4
 
     @torch.inference_mode()
@@ -62,9 +62,9 @@ class SideSweep:
 
         handle = self.layers[0].register_forward_pre_hook(capture, with_kwargs=True)
         try:
-            for _, ids, mask in self.batches:
+            for batch in self.batches:
                 try:
-                    self.encoder.model(input_ids=ids, attention_mask=mask)
+                    self.encoder.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
                 except _StopForward:
                     pass
                 self.hidden.append(captured["args"][0])
@@ -102,7 +102,7 @@ class SideSweep:
         self.compute_layer()
         layer = self.layers[self.layer]
         out = torch.empty((self.n, self.encoder.model.config.hidden_size), dtype=torch.float32)
-        for b, (positions, _, attention_mask) in enumerate(self.batches):
+        for b, (positions, _, attention_mask, _) in enumerate(self.batches):
             args, kwargs = self.layer_args[b]
             with hook_z(self.encoder.model, mask, attention_mask, layers=mask.layers):
                 # The tail of the layer's forward: projection (the mask hook fires on its input), feed-forward.

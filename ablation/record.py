@@ -3,6 +3,7 @@ a run back: aggregation and the probes' join read exactly what the commands wrot
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,3 +84,29 @@ def _result_file(folder: Path, name: str) -> Path:
     if not (folder / name).is_file():
         raise UserError(f"{folder}: a finished run without {name}")
     return folder / name
+
+
+def find_ablation(study_dir: Path, chosen: str = "") -> FinishedAblation | None:
+    """The study's single-head ablation (zero mask, both sides): the `chosen` folder, else the study's aggregate,
+    else its newest ablation run that has such heads."""
+    if chosen:
+        folder = Path(chosen).expanduser()
+        if not (folder / "importance.csv").is_file():
+            raise UserError(f"{folder} has no importance.csv: no finished ablation to join with")
+        candidates = [folder]
+    else:
+        newest_first = sorted(Path(study_dir).glob("ablate/*"), key=lambda path: -path.stat().st_mtime)
+        candidates = [Path(study_dir) / "aggregate", *newest_first]
+    for folder in candidates:
+        if not (ImportanceRecord.is_finished(folder) and (folder / "importance.csv").is_file()):
+            continue
+        try:
+            finished = FinishedAblation.read(folder)
+        except UserError as exc:
+            if chosen:
+                raise
+            print(f"note: {exc}; looking further", file=sys.stderr)
+            continue
+        if len(finished.single_heads()):
+            return finished
+    return None

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from memory import PeakMemory, memory_mb  # noqa: E402
 
 from ablation.conditions import build_conditions  # noqa: E402
 from ablation.engine import run_conditions  # noqa: E402
@@ -36,46 +37,6 @@ from codesearch.readers import read_task  # noqa: E402
 from heads.hooks import HeadMask, hook_z  # noqa: E402
 from heads.models import load_encoder  # noqa: E402
 from heads.settings import ModelConfig  # noqa: E402
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class PeakMemory:
-    """Peak growth of the resident set (and of CUDA memory on a GPU) while the block runs."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def __enter__(self):
-        self.start = rss_bytes()
-        self.peak = self.start
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.cuda_start = torch.cuda.memory_allocated(self.device)
-        return self
-
-    def _sample(self):
-        while self.running:
-            self.peak = max(self.peak, rss_bytes())
-            time.sleep(0.05)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, rss_bytes())
-        self.growth = self.peak - self.start
-        if self.device.type == "cuda":
-            self.cuda_growth = torch.cuda.max_memory_allocated(self.device) - self.cuda_start
-        return False
 
 
 def sync(device):
@@ -168,13 +129,6 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     if results["naive_same_batches"]["ranks_differing"]:
         sys.exit("the cached path's ranks differ from the naive path's on the same batches")
-
-
-def memory_mb(memory: PeakMemory) -> dict | float:
-    value = round(memory.growth / 2**20, 1)
-    if memory.device.type == "cuda":
-        return {"host": value, "cuda": round(memory.cuda_growth / 2**20, 1)}
-    return value
 
 
 if __name__ == "__main__":

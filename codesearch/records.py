@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .errors import UserError
+
 
 @dataclass(frozen=True)
 class Example:
@@ -79,3 +81,12 @@ class RetrievalTask:
                    "candidates": [list(p) for p in zip(self.candidate_ids, self.candidates)], "gold": self.gold}
         digest.update(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
         return "sha256:" + digest.hexdigest()
+
+
+def mismatched_partners(n: int, seed: int) -> np.ndarray:
+    """For each of n examples, another one of them (a random derangement, seeded): a mismatched pair's partner."""
+    rng = np.random.default_rng(seed)
+    if n < 2:
+        raise UserError("a mismatched partner needs at least two examples")
+    shift = rng.integers(1, n, size=n)
+    return (np.arange(n) + shift) % n

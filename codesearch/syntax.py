@@ -1,4 +1,4 @@
-"""Probing labels from tree-sitter syntax trees, for the six CodeSearchNet languages.
+"""Labels of code tokens from tree-sitter syntax trees, for the six CodeSearchNet languages (probes and attention).
 
 Token level: each subword token is mapped, through the tokenizer's character offsets, to the syntax leaf it
 starts in; it gets that leaf's category (keyword, identifier, literal, operator, delimiter) and whether the leaf

@@ -37,6 +37,9 @@ COMMANDS = {
     "probe": Command("linear probes on every head's output (syntax and query-code matching), with control tasks "
                      "and a randomly initialised model, joined with the head ablation",
                      "experiments.probe:run_probe"),
+    "attention": Command("passive attention statistics per head: query-to-code mass, entropy, attention to code "
+                         "constructs, tests, clusters of heads and examples, and whether attention predicts "
+                         "importance", "experiments.attention:run_attention"),
     "sweep": Command("run a W&B sweep file with no W&B server: W&B's sweep engine picks each run, the agent's "
                      "command line runs it, logged offline; resumes where it stopped",
                      "experiments.sweep:run_sweep",

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
+from ablation.record import find_ablation
 from heads.models import encoder_for
-from probing.join import find_ablation, join_with_ablation
+from probing.join import join_with_ablation
 from probing.record import ProbeRecord
 from probing.study import ProbingStudy
 from probing.tasks import resolve_tasks

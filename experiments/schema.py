@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ablation.settings import AblationConfig
+from attention.settings import AttentionConfig
 from codesearch.settings import CorpusConfig, DataConfig, setting
 from heads.settings import EvalConfig, ModelConfig
 from probing.settings import ProbeConfig
@@ -23,6 +24,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     runs_dir: str = setting("where study folders go: <runs_dir>/<study>/<command>/...", "runs")
     output_dir: str = setting("this run's folder; empty = <runs_dir>/<study>/<command>[/<label>]", "")
@@ -38,6 +40,7 @@ COMMAND_SECTIONS = {
     "evaluate": ("data", "corpus", "model", "eval", "wandb"),
     "ablate": ("data", "corpus", "model", "eval", "ablation", "wandb"),
     "probe": ("data", "corpus", "model", "probe", "wandb"),
+    "attention": ("data", "corpus", "model", "attention", "wandb"),
     "sweep": ("wandb",),
     "aggregate": ("ablation", "wandb"),
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -44,6 +44,17 @@ class Batch(NamedTuple):
     positions: list[int]           # where each row's input stands in the list that was encoded
     input_ids: torch.Tensor        # [batch, seq]
     attention_mask: torch.Tensor   # [batch, seq], 1 on real tokens
+    token_type_ids: torch.Tensor | None = None   # [batch, seq], for pair inputs
+
+
+@dataclass
+class PairTokens:
+    """One (query, code) pair in the model's own pair encoding (`[CLS] q [SEP] c [SEP]`, `<s> q </s></s> c </s>`)."""
+    ids: list[int]
+    type_ids: list[int]
+    segments: list[int]                  # per token: 0 special, 1 query, 2 code
+    offsets: list[tuple[int, int]]       # character span in its own text (the query or `code`); (0, 0) for specials
+    code: str                            # the code as it was tokenized (its head, for a long one)
 
 
 class Encoder:
@@ -83,7 +94,7 @@ class Encoder:
         specials = self.tokenizer.num_special_tokens_to_add(pair=False)
         if budget < specials + 1:
             raise UserError(f"max length {max_length} leaves no room for text")
-        texts = [self._head(text, budget - specials) for text in texts]
+        texts = [self.head(text, budget - specials) for text in texts]
         encoded = self.tokenizer(texts, truncation=True, max_length=budget, return_attention_mask=False,
                                  return_offsets_mapping=offsets)
         ids = encoded["input_ids"]
@@ -94,7 +105,7 @@ class Encoder:
                 spans = [row[:1] + [(0, 0)] * len(self._prefix_ids) + row[1:] for row in spans]
         return ids, spans
 
-    def _head(self, text: str, n_tokens: int) -> str:
+    def head(self, text: str, n_tokens: int) -> str:
         """The shortest cut of `text`, at the start of a whitespace run, whose first `n_tokens` tokens are the
         whole text's: a 100 MB record costs what its first few kilobytes cost. Every supported tokenizer splits
         words at whitespace, so the words before such a cut tokenize as in the whole text."""
@@ -106,13 +117,28 @@ class Encoder:
             while cut > 0 and text[cut - 1].isspace():   # and to the start of its run
                 cut -= 1
             head = text[:cut]
-            if cut and len(self.tokenizer(head, add_special_tokens=False)["input_ids"]) >= n_tokens:
+            if cut and len(self.tokenizer(head, add_special_tokens=False, verbose=False)["input_ids"]) >= n_tokens:
                 return head
             limit *= 2
         return text
 
-    def length_sorted_batches(self, token_ids: list[list[int]], batch_size: int) -> Iterator[Batch]:
-        """Batches, longest inputs first, to cut padding.
+    def tokenize_pair(self, query: str, code: str, max_length: int, max_query_tokens: int) -> PairTokens:
+        """A pair as the model encodes pairs: the query cut to `max_query_tokens` tokens first, then the code cut to
+        what is left of `max_length` (the code is truncated first)."""
+        query_spans = self.tokenizer(self.head(query, max_query_tokens), add_special_tokens=False, truncation=True,
+                                     max_length=max_query_tokens, return_offsets_mapping=True)["offset_mapping"]
+        if query_spans:
+            query = query[:query_spans[-1][1]]
+        code = self.head(code, max_length)
+        encoded = self.tokenizer(query, code, truncation="only_second", max_length=max_length,
+                                 return_offsets_mapping=True, return_token_type_ids=True)
+        segments = [0 if sequence is None else sequence + 1 for sequence in encoded.sequence_ids()]
+        return PairTokens(encoded["input_ids"], encoded["token_type_ids"], segments,
+                          [tuple(span) for span in encoded["offset_mapping"]], code)
+
+    def length_sorted_batches(self, token_ids: list[list[int]], batch_size: int,
+                              type_ids: list[list[int]] | None = None) -> Iterator[Batch]:
+        """Batches, longest inputs first, to cut padding (with their token types, for pairs).
 
         The order is stable (ties keep input order), so the same inputs always make the same batches. A lone
         input left over at the end joins the batch before it: every batch has another input to resample from.
@@ -125,11 +151,15 @@ class Encoder:
             width = max(len(token_ids[i]) for i in positions)
             ids = torch.full((len(positions), width), pad, dtype=torch.long)
             mask = torch.zeros((len(positions), width), dtype=torch.long)
+            types = torch.zeros((len(positions), width), dtype=torch.long) if type_ids is not None else None
             for row, i in enumerate(positions):
                 seq = token_ids[i]
                 ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
                 mask[row, :len(seq)] = 1
-            yield Batch(positions, ids.to(self.device), mask.to(self.device))
+                if types is not None:
+                    types[row, :len(seq)] = torch.tensor(type_ids[i], dtype=torch.long)
+            yield Batch(positions, ids.to(self.device), mask.to(self.device),
+                        None if types is None else types.to(self.device))
 
     # -- pooling
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -149,24 +179,30 @@ class Encoder:
 
     # -- the encode loop
     def forward_batches(self, token_ids: list[list[int]], batch_size: int, hook: HookFn | None = None,
-                        grad: bool = False, progress: bool = False, desc: str = "encoding"
+                        grad: bool = False, progress: bool = False, desc: str = "encoding",
+                        type_ids: list[list[int]] | None = None,
+                        attach: Callable[[Batch], contextlib.AbstractContextManager] | None = None
                         ) -> Iterator[tuple[Batch, torch.Tensor]]:
         """Every input through the model, in length-sorted batches: yields each batch with its pooled embeddings
         [batch, hidden] (in the model's dtype, on its device; without `grad`, inference tensors: read them, do not
         modify them in place).
 
         `hook(layer, z, attention_mask)` sees every layer's head outputs with the batch's own attention mask
-        (see `heads.hooks`). Without `grad` the forward runs in inference mode; with it, the graph is kept so that
-        the caller can backpropagate from each batch's embeddings.
+        (see `heads.hooks`); `attach(batch)`, a context entered around each batch's forward, may hook anything
+        else with the batch at hand. Without `grad` the forward runs in inference mode; with it, the graph is kept
+        so that the caller can backpropagate from each batch's embeddings. `type_ids` are the inputs' token types
+        (pairs).
         """
-        batches = self.length_sorted_batches(token_ids, batch_size)
+        batches = self.length_sorted_batches(token_ids, batch_size, type_ids)
         for batch in tqdm(batches, total=len(_batch_bounds(len(token_ids), batch_size)) - 1, desc=desc, unit="batch",
                           disable=not progress, file=sys.stderr, mininterval=1.0):
             with torch.enable_grad() if grad else torch.inference_mode():
                 hooked = contextlib.nullcontext() if hook is None else hook_z(self.model, hook, batch.attention_mask)
-                with hooked:
-                    hidden = self.model(input_ids=batch.input_ids,
-                                        attention_mask=batch.attention_mask).last_hidden_state
+                attached = contextlib.nullcontext() if attach is None else attach(batch)
+                types = {} if batch.token_type_ids is None else {"token_type_ids": batch.token_type_ids}
+                with hooked, attached:
+                    hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                        **types).last_hidden_state
                 pooled = self.pool(hidden, batch.attention_mask)
             yield batch, pooled
 
@@ -178,24 +214,6 @@ class Encoder:
                                                   progress=progress, desc=desc):
             out[torch.as_tensor(batch.positions)] = pooled.float().cpu()
         return out
-
-    # -- cross-encoder inputs
-    def encode_pairs(self, queries: list[str], codes: list[str], max_length: int) -> dict:
-        """`[CLS] query [SEP] code [SEP]` inputs for attention studies.
-
-        Returns the tokenizer's tensors plus `segment` [batch, seq]: 1 on query tokens, 2 on code tokens,
-        0 on special tokens and padding. A pair too long loses tokens from its longer side first.
-        """
-        enc = self.tokenizer(list(queries), list(codes), truncation="longest_first", max_length=max_length,
-                             padding=True, return_tensors="pt")
-        segment = torch.zeros_like(enc["input_ids"])
-        for row in range(len(queries)):
-            for col, seq_id in enumerate(enc.sequence_ids(row)):
-                if seq_id is not None:
-                    segment[row, col] = seq_id + 1
-        batch = {k: v.to(self.device) for k, v in enc.items()}
-        batch["segment"] = segment.to(self.device)
-        return batch
 
 
 def _batch_bounds(n: int, batch_size: int) -> list[int]:

@@ -7,38 +7,11 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import spearmanr
 
-from ablation.record import FinishedAblation, ImportanceRecord
-from codesearch.errors import UserError
+from ablation.record import FinishedAblation
 from codesearch.files import atomic_write_csv, atomic_write_text
 
 JOINED_COLUMNS = ["task", "condition", "layer", "head", "accuracy", "control_accuracy", "selectivity", "delta_mrr",
                   "ci_low", "ci_high", "p_adjusted", "significant"]
-
-
-def find_ablation(study_dir: Path, chosen: str = "") -> FinishedAblation | None:
-    """The study's single-head ablation (zero mask, both sides): the `chosen` folder, else the study's aggregate,
-    else its newest ablation run that has such heads."""
-    if chosen:
-        folder = Path(chosen).expanduser()
-        if not (folder / "importance.csv").is_file():
-            raise UserError(f"probe.ablation_run={folder} has no importance.csv")
-        candidates = [folder]
-    else:
-        newest_first = sorted(Path(study_dir).glob("ablate/*"), key=lambda path: -path.stat().st_mtime)
-        candidates = [Path(study_dir) / "aggregate", *newest_first]
-    for folder in candidates:
-        if not (ImportanceRecord.is_finished(folder) and (folder / "importance.csv").is_file()):
-            continue
-        try:
-            finished = FinishedAblation.read(folder)
-        except UserError as exc:
-            if chosen:
-                raise
-            print(f"note: {exc}; looking further", file=sys.stderr)
-            continue
-        if len(finished.single_heads()):
-            return finished
-    return None
 
 
 def join_with_ablation(frame: pd.DataFrame, ablation: FinishedAblation | None,

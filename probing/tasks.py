@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from codesearch.errors import UserError
-from codesearch.records import Example
+from codesearch.records import Example, mismatched_partners
 from codesearch.syntax import CATEGORIES, IGNORE, SEQUENCE_TASKS, TOKEN_TASKS, syntax_leaves, token_labels
 from heads.encoder import Encoder
 
@@ -141,15 +141,6 @@ def control_labels_random(labels_by_split: dict[str, np.ndarray], train_labels: 
     distribution = np.bincount(train_labels, minlength=n_classes) / len(train_labels)
     return {split: rng.choice(n_classes, size=len(labels), p=distribution).astype(np.int64)
             for split, labels in labels_by_split.items()}
-
-
-def mismatched_partners(n: int, seed: int) -> np.ndarray:
-    """For each function, another function of the same split (a random derangement)."""
-    rng = np.random.default_rng(seed)
-    if n < 2:
-        raise UserError("the matching task needs at least two functions per split")
-    shift = rng.integers(1, n, size=n)
-    return (np.arange(n) + shift) % n
 
 
 def pair_features(query_pooled: np.ndarray, code_pooled: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -81,15 +81,21 @@ def test_unixcoder_mode_token_follows_the_first_special_token(tmp_path):
 @pytest.mark.parametrize("fixture, query_start", [("tiny_bert_dir", 1), ("tiny_roberta_dir", 1)])
 def test_cross_encoder_segments(request, fixture, query_start):
     encoder = load_encoder(str(request.getfixturevalue(fixture)))
-    batch = encoder.encode_pairs(["sum two", "x"], ["def add(a, b): return a + b", "y"], max_length=64)
-    segment = batch["segment"][0]
-    tokens = encoder.tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+    pair = encoder.tokenize_pair("sum two", "def add(a, b): return a + b", max_length=64, max_query_tokens=32)
+    segment = pair.segments
+    tokens = encoder.tokenizer.convert_ids_to_tokens(pair.ids)
     assert segment[0] == 0 and segment[query_start] == 1
-    assert set(segment.tolist()) == {0, 1, 2}
-    first_code = segment.tolist().index(2)
+    assert set(segment) == {0, 1, 2}
+    first_code = segment.index(2)
     assert "".join(tokens[query_start:first_code]).replace("##", "").replace("Ġ", "").count("sum") == 1
-    # Padding and special tokens carry no segment.
-    assert (batch["segment"][1][batch["attention_mask"][1] == 0] == 0).all()
+    # Special tokens carry no segment.
+    special = set(encoder.tokenizer.all_special_ids)
+    assert all((token in special) == (seg == 0) for token, seg in zip(pair.ids, segment))
+    # The code is cut first: a long code loses its tail, the query is whole; a long query is cut to its budget.
+    long_pair = encoder.tokenize_pair("sum two", "x = 1\n" * 200, max_length=24, max_query_tokens=8)
+    assert len(long_pair.ids) == 24 and pair.segments.count(1) == long_pair.segments.count(1)
+    long_query = encoder.tokenize_pair("word " * 50, "y = 2", max_length=64, max_query_tokens=8)
+    assert long_query.segments.count(1) == 8 and long_query.segments.count(2) > 0
 
 
 def test_unreachable_hub_fails_fast_with_a_local_copy_recipe(monkeypatch, tmp_path):

@@ -22,7 +22,8 @@ TEXTS = ["def add(a, b): return a + b", "sum two numbers", "for item in items: t
 
 def batch_of(encoder, texts=TEXTS):
     ids = encoder.tokenize(texts, 64)
-    _, input_ids, mask = next(encoder.length_sorted_batches(ids, len(texts)))
+    batch = next(encoder.length_sorted_batches(ids, len(texts)))
+    input_ids, mask = batch.input_ids, batch.attention_mask
     return input_ids, mask
 
 

@@ -7,9 +7,9 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The project's packages, and the test helpers the tests import by file name.
-LOCAL = {"codesearch", "heads", "ablation", "probing", "tracking", "experiments", "sweeps", "benchmarks", "tests"} | {
-    path.stem for path in (ROOT / "tests").glob("*.py")}
+# The project's packages, and the helpers the tests and benchmarks import by file name.
+LOCAL = {"codesearch", "heads", "ablation", "probing", "attention", "tracking", "experiments", "sweeps", "benchmarks",
+         "tests"} | {path.stem for folder in ("tests", "benchmarks") for path in (ROOT / folder).glob("*.py")}
 
 
 def _normalise(name: str) -> str:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ablation.conditions import Condition
 from ablation.record import AblationRecord, AggregateRecord
+from attention.record import AttentionRecord
 from codesearch.loading import LoadedData
 from heads.encoder import Encoder
 from heads.evaluation import EvaluationRecord
@@ -102,3 +103,17 @@ def probe_log(folder: Path, frame: pd.DataFrame, record: ProbeRecord, figures: l
                 for t, v in record.ablation_join.get("by_task", {}).items() if v["spearman_rho"] is not None}
     return RunLog(job_type="probe", name=f"probe-{folder.name}", results_dir=folder, tables={"probes": frame},
                   images=images, summary=summary, tags=["probe"], **provenance(data, encoder, record.study))
+
+
+def attention_log(folder: Path, heads: pd.DataFrame, record: AttentionRecord, figures: list[str], data: LoadedData,
+                  encoder: Encoder) -> RunLog:
+    """The heads table, the figures, and per statistic its strongest head and its correlation with ΔMRR."""
+    images = {f"attention/{Path(f).stem}": folder / f for f in figures if f.endswith(".png")}
+    summary = {f"attention/{name}/max": float(heads[name].max()) for name in record.statistics
+               if heads[name].notna().any()}
+    strongest = record.findings.get("strongest_correlation")
+    if strongest:
+        summary["attention/strongest_rho"] = strongest["spearman_rho"]
+    return RunLog(job_type="attention", name=f"attention-{record.input}", results_dir=folder,
+                  tables={"heads": heads}, images=images, summary=summary, tags=["attention", record.input],
+                  **provenance(data, encoder, record.study))
