@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from codesearch.errors import UserError
+from codesearch.runfolder import run_folders
 
 from .conditions import condition_named
 from .record import AblationRecord, AggregateRecord, FinishedAblation
@@ -28,7 +29,7 @@ REPORT_KEYS = {"seed": "seed", **{f"ablation.{name}": name for name in REPORT_FI
 
 def finished_runs(folder: Path) -> list[FinishedAblation]:
     """The study folder's finished ablation runs (`ablate/*/` with a record)."""
-    runs = sorted(p.parent for p in Path(folder).glob(f"ablate/*/{AblationRecord.FILE}"))
+    runs = sorted(run for run in run_folders(Path(folder) / "ablate") if AblationRecord.is_finished(run))
     if not runs:
         raise UserError(f"{folder}: no finished ablation runs (folders ablate/*/ with a {AblationRecord.FILE})")
     return [FinishedAblation.read(run, AblationRecord) for run in runs]

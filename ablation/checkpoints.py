@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from codesearch.errors import UserError
-from codesearch.files import atomic_write_text
+from codesearch.files import atomic_directory, atomic_write_text
 from codesearch.hashing import content_hash
 
 SIGNATURE = "signature.json"
@@ -34,18 +34,23 @@ class ConditionStore:
         self.signature = json.loads(json.dumps(signature, sort_keys=True))
         stored_path = self.folder / SIGNATURE
         if resume and not stored_path.is_file() and finished is not None and (Path(finished) / SIGNATURE).is_file():
-            shutil.copytree(finished, self.folder, dirs_exist_ok=True)
-        if resume and stored_path.is_file():
-            stored = json.loads(stored_path.read_text())
-            if stored != self.signature:
-                keys = set(stored) | set(self.signature)
-                differing = sorted(k for k in keys if stored.get(k) != self.signature.get(k))
-                raise UserError(f"resume=true, but {self.folder} holds a study with other settings "
-                                f"(differing: {', '.join(differing)}); use another output_dir or resume=false")
-        else:
+            self._check(Path(finished))       # before anything is copied
+            with atomic_directory(self.folder) as copy:   # whole or not at all
+                shutil.copytree(finished, copy, dirs_exist_ok=True)
+        self._signed = resume and stored_path.is_file()
+        if self._signed:
+            self._check(self.folder)
+        else:   # the signature is written with the first condition: an empty store holds no file
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(stored_path, json.dumps(self.signature, indent=2, sort_keys=True) + "\n")
+
+    def _check(self, folder: Path) -> None:
+        stored = json.loads((folder / SIGNATURE).read_text())
+        if stored != self.signature:
+            keys = set(stored) | set(self.signature)
+            differing = sorted(k for k in keys if stored.get(k) != self.signature.get(k))
+            raise UserError(f"resume=true, but {folder} holds a study with other settings "
+                            f"(differing: {', '.join(differing)}); use another output_dir or resume=false")
 
     def _path(self, name: str) -> Path:
         slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:60]
@@ -55,6 +60,9 @@ class ConditionStore:
         return self._path(name).is_file()
 
     def save(self, name: str, payload: dict) -> None:
+        if not self._signed:
+            atomic_write_text(self.folder / SIGNATURE, json.dumps(self.signature, indent=2, sort_keys=True) + "\n")
+            self._signed = True
         atomic_write_text(self._path(name), json.dumps({"name": name, **payload}) + "\n")
 
     def load(self, name: str) -> dict:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from codesearch.errors import UserError
 from codesearch.metrics import ProtocolSummary
-from codesearch.runfolder import RunRecord
+from codesearch.runfolder import RunRecord, run_folders
 
 
 @dataclass
@@ -95,7 +95,7 @@ def find_ablation(study_dir: Path, chosen: str = "") -> FinishedAblation | None:
             raise UserError(f"{folder} has no importance.csv: no finished ablation to join with")
         candidates = [folder]
     else:
-        newest_first = sorted(Path(study_dir).glob("ablate/*"), key=lambda path: -path.stat().st_mtime)
+        newest_first = sorted(run_folders(Path(study_dir) / "ablate"), key=lambda path: -path.stat().st_mtime)
         candidates = [Path(study_dir) / "aggregate", *newest_first]
     for folder in candidates:
         if not (ImportanceRecord.is_finished(folder) and (folder / "importance.csv").is_file()):

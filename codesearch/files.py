@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import io
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -68,15 +71,69 @@ def atomic_directory(path: str | os.PathLike):
         raise
 
 
-def replace_directory(built: Path, path: Path) -> None:
-    """Move the complete folder `built` to `path`. An older folder at `path` stays whole until then: it is moved
-    aside (`.<name>.old`), the new one put in its place, and only then removed."""
-    path = Path(path)
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
+def replace_directory(built: Path, path: Path, carry: Callable[[str], bool] | None = None) -> None:
+    """Move the complete folder `built` to `path`. An older folder at `path` stays whole until the new one is in
+    place: the two are swapped in one atomic step (Linux's renameat2 RENAME_EXCHANGE), so a crash leaves the old
+    folder or the new one at `path`, never neither. Where the swap is not available, the old folder is moved aside
+    under a unique name (`.<name>.<random>.old`, which `recover_directory` puts back) and the new one moved in.
+    Entries of the old folder for which `carry(name)` holds (files a user put there) are moved into the new one
+    when it has no entry of that name; then the old folder is removed."""
+    built, path = Path(built), Path(path)
+    if not path.exists():
         os.replace(built, path)
-        shutil.rmtree(old, ignore_errors=True)
+        return
+    if _exchange(built, path):
+        old = built
     else:
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+        os.replace(path, old)   # onto the empty placeholder: the name is ours alone
         os.replace(built, path)
+    for entry in sorted(old.iterdir()) if carry else ():
+        if carry(entry.name) and not os.path.lexists(path / entry.name):
+            os.replace(entry, path / entry.name)
+    shutil.rmtree(old, onerror=_warn_left(old))
+
+
+def recover_directory(path: Path) -> Path | None:
+    """Put back the folder a crash left aside between the two moves of `replace_directory` (no folder at `path`,
+    one `.<name>.*.old` beside it); returns it, or None when there is nothing to recover."""
+    path = Path(path)
+    if path.exists() or not path.parent.is_dir():
+        return None
+    aside = sorted(path.parent.glob(f".{glob_escape(path.name)}.*.old"), key=lambda p: -p.stat().st_mtime)
+    if not aside:
+        return None
+    os.replace(aside[0], path)
+    return aside[0]
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where the system cannot (not Linux, an old kernel or file system)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _warn_left(folder: Path):
+    def onerror(_function, failed, exc_info):
+        if failed == str(folder):
+            print(f"warning: could not remove the replaced run's old folder {folder} ({exc_info[1]}); remove it "
+                  f"yourself", file=sys.stderr)
+    return onerror

@@ -38,8 +38,8 @@ def load_data(data: DataConfig, corpus: CorpusConfig, seed: int, progress: bool 
         manifest = read_manifest(path)  # a corpus this tool built elsewhere carries one
     task = read_task(path, language=str(data.language), split=str(data.split), form=form)
     if data.max_queries > len(task):
-        print(f"note: data.max_queries={data.max_queries}, but the {data.split} split has {len(task)} queries: all "
-              f"of them are used", file=sys.stderr)
+        print(f"note: data.max_queries={data.max_queries}, but the data read ({path}) has {len(task)} queries: "
+              f"all of them are used", file=sys.stderr)
     task = task.sample(data.max_queries, seed)
     corpus_hash = manifest["content_hash"] if manifest else task.fingerprint()
     return LoadedData(task=task, path=str(path), corpus_hash=corpus_hash, manifest=manifest)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,14 +102,18 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
 
 def _iter_csv(path: Path) -> Iterator[tuple[str, dict]]:
     try:
-        reader = csv.DictReader(io.StringIO(_decoded(path.read_bytes(), path), newline=""))
-        reader.fieldnames  # reads the header
-        start = reader.line_num + 1
-        for record in reader:
-            if None in record:
-                raise DataError(f"{path}:{start}: more values than the header has columns")
-            yield f"{path}:{start}", record   # a record's first line: a quoted field may span several
+        with open(path, encoding="utf-8-sig", newline="") as handle:   # streamed: a large file is never held whole
+            reader = csv.DictReader(handle)
+            reader.fieldnames  # reads the header
             start = reader.line_num + 1
+            for record in reader:
+                if None in record:
+                    raise DataError(f"{path}:{start}: more values than the header has columns")
+                yield f"{path}:{start}", record   # a record's first line: a quoted field may span several
+                start = reader.line_num + 1
+    except UnicodeDecodeError:
+        _decoded(path.read_bytes(), path)   # raises the error naming the line and the byte
+        raise
     except (OSError, csv.Error) as exc:
         raise DataError(f"{path}: cannot be read as csv ({exc})") from None
 

@@ -45,6 +45,13 @@ class Timings(dict):
         return {name: round(seconds, 3) for name, seconds in self.items()}
 
 
+def run_folders(parent: Path) -> list[Path]:
+    """The run folders in `parent`: its subfolders but the hidden ones (a run's work folder `.<name>.partial`, a
+    replaced run's `.<name>.*.old`)."""
+    parent = Path(parent)
+    return [p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")] if parent.is_dir() else []
+
+
 @dataclass(kw_only=True)
 class RunRecord:
     """What every command's record holds; each command's record adds its own fields."""

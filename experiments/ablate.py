@@ -30,13 +30,13 @@ def run_ablate(cfg: DictConfig) -> Path:
     c = as_sections(cfg)
     prepare_torch(cfg)
     label = ablation_label(cfg)
-    with Run(cfg, "ablate", AblationRecord, label, resumable=True) as run:
+    with Run(cfg, "ablate", AblationRecord, label, resumable=("conditions",)) as run:
         with run.timings.phase("setup_s"):
             encoder = encoder_for(c.model)
             study = AblationStudy(encoder, c.ablation, c.model, c.eval, c.seed, run.home, c.progress, run.timings)
             data = load_data(c.data, c.corpus, c.seed, c.progress)
         study.prepare(data, c.data, c.corpus)
-        run.begin(keep=("conditions",) if c.resume else ())
+        run.begin(resume=c.resume)
         study.run(run.work, resume=c.resume, finished=run.folder)
         files = study.export(run.work)
         record = run.finish(study.record(), files)

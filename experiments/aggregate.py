@@ -41,8 +41,8 @@ def study_folder(cfg: DictConfig, study: str) -> tuple[Path, Path]:
 
 def run_aggregate(cfg: DictConfig, study: str, explicit: set[str] | None = None) -> Path:
     folder, home = study_folder(cfg, study)
-    result = aggregate(finished_runs(folder), to_plain(cfg), explicit or set())
-    with Run(cfg, "aggregate", AggregateRecord, study=folder.name, home=home) as run:
+    with Run(cfg, "aggregate", AggregateRecord, study=folder.name, home=home) as run:   # the folder checked first
+        result = aggregate(finished_runs(folder), to_plain(cfg), explicit or set())
         run.begin()
         files = result.write(run.work)
         record = run.finish(result.record(), files)

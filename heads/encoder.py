@@ -17,6 +17,8 @@ from codesearch.errors import UserError
 
 from .hooks import HookFn, hook_z
 
+WORD_BREAKS = " \t\n\r"   # whitespace that separates words for every supported tokenizer
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -108,19 +110,27 @@ class Encoder:
     def head(self, text: str, n_tokens: int) -> str:
         """The shortest cut of `text`, at the start of a whitespace run, whose first `n_tokens` tokens are the
         whole text's: a 100 MB record costs what its first few kilobytes cost. Every supported tokenizer splits
-        words at whitespace, so the words before such a cut tokenize as in the whole text."""
+        words at ' ', tab, newline and carriage return (not at every Unicode space: BERT deletes control
+        characters such as form feed, joining the words around them), so the words before such a cut tokenize as
+        in the whole text. Where there is no whitespace before the limit, a prefix is taken when doubling it
+        leaves its first `n_tokens` tokens unchanged."""
         limit = max(1024, 16 * n_tokens)  # characters; doubled while the cut holds too few tokens
         while limit < len(text):
-            cut = limit
-            while cut > 0 and not text[cut].isspace():   # back to the whitespace before the word at the limit
-                cut -= 1
-            while cut > 0 and text[cut - 1].isspace():   # and to the start of its run
-                cut -= 1
-            head = text[:cut]
-            if cut and len(self.tokenizer(head, add_special_tokens=False, verbose=False)["input_ids"]) >= n_tokens:
-                return head
+            space = max(text.rfind(c, 0, limit + 1) for c in WORD_BREAKS)   # the last break at or before limit
+            cut = len(text[:space].rstrip(WORD_BREAKS)) if space > 0 else 0  # the start of its run
+            if cut:
+                head = text[:cut]
+                if len(self._token_ids(head)) >= n_tokens:
+                    return head
+            else:
+                first, longer = self._token_ids(text[:limit])[:n_tokens], text[:2 * limit]
+                if len(first) == n_tokens and self._token_ids(longer)[:n_tokens] == first:
+                    return longer
             limit *= 2
         return text
+
+    def _token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
     def tokenize_pair(self, query: str, code: str, max_length: int, max_query_tokens: int) -> PairTokens:
         """A pair as the model encodes pairs: the query cut to `max_query_tokens` tokens first, then the code cut to

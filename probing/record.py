@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from codesearch.errors import UserError
-from codesearch.runfolder import RunRecord
+from codesearch.runfolder import RunRecord, run_folders
 
 
 @dataclass(kw_only=True)
@@ -32,7 +32,7 @@ class FinishedProbes:
 def find_probes(study_dir: Path, chosen: str = "") -> FinishedProbes | None:
     """The study's probes: the `chosen` folder, else the study's newest finished probe run (None when none)."""
     folders = [Path(chosen).expanduser()] if chosen else sorted(
-        Path(study_dir).glob("probe/*"), key=lambda path: -path.stat().st_mtime)
+        run_folders(Path(study_dir) / "probe"), key=lambda path: -path.stat().st_mtime)
     for folder in folders:
         if ProbeRecord.is_finished(folder) and (folder / "probes.csv").is_file():
             return FinishedProbes(folder, ProbeRecord.read(folder), pd.read_csv(folder / "probes.csv"))

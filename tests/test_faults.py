@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import string
 import subprocess
 import sys
@@ -31,10 +32,12 @@ def leftovers(root: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- 1. a huge record
 
-@pytest.mark.parametrize("fixture", ["tiny_bert_dir", "tiny_roberta_dir"])
+@pytest.mark.parametrize("fixture", ["tiny_bert_dir", "tiny_roberta_dir", "builtin"])
 def test_long_texts_are_cut_before_tokenizing_to_the_same_tokens(request, fixture):
-    """The encoder tokenizes only the head of a long text; its tokens are the tokenizer's own on the whole text."""
-    encoder = load_encoder(str(request.getfixturevalue(fixture)))
+    """The encoder tokenizes only the head of a long text; its tokens are the tokenizer's own on the whole text,
+    also where Unicode spaces and control characters (which BERT deletes, joining words) stand near the cut, and
+    where there is no whitespace at all."""
+    encoder = load_encoder(fixture if fixture == "builtin" else str(request.getfixturevalue(fixture)))
     rng = random.Random(0)
     alphabet = string.ascii_letters + "éü_(){}.,;+#"
 
@@ -42,10 +45,12 @@ def test_long_texts_are_cut_before_tokenizing_to_the_same_tokens(request, fixtur
         pieces = []
         for _ in range(words):
             pieces.append("".join(rng.choice(alphabet) for _ in range(rng.choice([1, 3, 8, 40, 300]))))
-            pieces.append(rng.choice([" ", "  ", "\n", "\t ", "\n\n    ", "   \n"]))
+            pieces.append(rng.choice([" ", "  ", "\n", "\t ", "\n\n    ", "   \n", "\x0c", "\x0b", "\u3000", "\x85",
+                                      "\u00a0", "\r\n"]))
         return "".join(pieces)
 
-    texts = [text(n) for n in (5, 400, 4000, 30000)] + ["x" * 50000 + " tail", " " * 5000 + "word " * 5000]
+    texts = [text(n) for n in (5, 400, 4000, 30000)] + ["x" * 50000 + " tail", " " * 5000 + "word " * 5000,
+                                                         "f(a,b);" * 20000, "ab\x0ccd" * 3000]
     for max_length in (8, 64, 256):
         expected = [encoder.tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
         assert encoder.tokenize(texts, max_length) == expected
@@ -111,6 +116,70 @@ def test_a_folder_that_is_no_run_folder_is_refused(tmp_path, pairs_file, tiny_be
 
 
 # ---------------------------------------------------------------- 4. full and read-only disks
+
+def test_a_run_of_another_command_is_never_replaced_and_a_users_files_outlive_a_rerun(tmp_path, pairs_file,
+                                                                                       tiny_bert_dir, capsys):
+    common = [f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"runs_dir={tmp_path / 'runs'}", *FAST]
+    assert main(["ablate", *common]) == 0
+    (run,) = (tmp_path / "runs").glob("*/ablate/*")
+    (run / "my_notes.txt").write_text("what I saw\n")
+    (run / "figures").mkdir()
+    (run / "figures" / "mine.png").write_bytes(b"png")
+    before = files_of(run)
+    # Same record file (run.json), another command: refused before any model loads, nothing touched.
+    for command in (["attention", f"output_dir={run}"], ["aggregate", run.parent.parent.name, f"output_dir={run}"]):
+        assert main([*command, *common]) == 2
+        assert "holds a finished `ablate` run" in capsys.readouterr().err
+        assert files_of(run) == before
+    assert main(["ablate", *common]) == 0                        # replaced by a rerun: the user's files carried over
+    assert (run / "my_notes.txt").read_text() == "what I saw\n" and (run / "figures" / "mine.png").is_file()
+    assert json.loads((run / "run.json").read_text())["command"] == "ablate"
+    # A hidden copy (a work or old folder) is no run of the study: aggregate reads one run.
+    shutil.copytree(run, run.with_name(f".{run.name}.partial"))
+    assert main(["aggregate", run.parent.parent.name, *common]) == 0
+    assert "1 runs" in capsys.readouterr().out
+
+
+def test_a_run_interrupted_before_any_result_leaves_nothing(tmp_path, pairs_file, tiny_bert_dir, monkeypatch,
+                                                             capsys):
+    def dies_at_once(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "run_conditions", dies_at_once)
+    assert main(["ablate", f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"runs_dir={tmp_path}",
+                 *FAST]) == 130
+    assert "resume=true" not in capsys.readouterr().err        # nothing to resume from: not offered
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_replacing_a_folder_keeps_the_old_one_whole_until_the_new_one_is_in(tmp_path, monkeypatch, exchange):
+    import codesearch.files as files
+
+    if not exchange:   # a system without renameat2: moved aside under a unique name, then removed
+        monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    old, new = tmp_path / "run", tmp_path / ".run.partial"
+    old.mkdir()
+    (old / "table.csv").write_text("old\n")
+    (old / "mine.txt").write_text("a user's\n")
+    new.mkdir()
+    (new / "table.csv").write_text("new\n")
+    files.replace_directory(new, old, carry=lambda name: name != "table.csv")
+    assert files_of(old) == {"table.csv": b"new\n", "mine.txt": b"a user's\n"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_run_left_aside_by_a_crash_is_put_back(tmp_path, pairs_file, tiny_bert_dir, capsys):
+    """A crash between the two moves of the fallback replacement leaves the finished run at `.run.<x>.old`."""
+    common = [f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"output_dir={tmp_path / 'run'}", *FAST]
+    assert main(["ablate", *common]) == 0
+    finished = files_of(tmp_path / "run")
+    os.replace(tmp_path / "run", tmp_path / ".run.k2j4x.old")
+    assert main(["attention", *common]) == 2     # any command into the folder puts it back first (then refuses)
+    err = capsys.readouterr().err
+    assert "put back from .run.k2j4x.old" in err and "holds a finished `ablate` run" in err
+    assert files_of(tmp_path / "run") == finished and leftovers(tmp_path) == []
+
 
 def test_a_full_disk_is_one_message_and_leaves_no_temporary_file(tmp_path, pairs_file, tiny_bert_dir, monkeypatch,
                                                                  capsys):
@@ -211,7 +280,7 @@ def test_settings_capped_by_the_data_say_so(tmp_path, pairs_file, tiny_bert_dir,
     assert main(["ablate", f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"output_dir={tmp_path / 'r'}",
                  "data.max_queries=50", "ablation.top_k=20", *FAST[:-1]]) == 0
     err = capsys.readouterr().err
-    assert "data.max_queries=50, but the test split has 12 queries" in err
+    assert f"data.max_queries=50, but the data read ({pairs_file}) has 12 queries" in err   # pairs: no split
     assert "ablation.top_k=20, but the spec has 8 heads" in err
 
 
@@ -231,6 +300,10 @@ def test_file_errors_name_the_first_line_of_the_record(tmp_path):
     table.write_text('query,code\n"two\nlines",x\nq,c,extra\n')
     with pytest.raises(DataError, match=r"c.csv:4: more values than the header has columns"):
         list(iter_records(table))
+    latin_csv = tmp_path / "e.csv"   # streamed, and still the line of the bad byte
+    latin_csv.write_bytes(b"query,code\n" + b"q,c\n" * 3000 + b"caf\xe9,c\n")
+    with pytest.raises(DataError, match=r"e.csv:3002: not UTF-8 text \(byte 0xe9, the line's byte 4"):
+        list(iter_records(latin_csv))
 
 
 def test_a_small_layer_cache_is_said_in_mebibytes(pairs_file, tiny_bert_dir):
