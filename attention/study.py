@@ -321,6 +321,5 @@ def findings(heads: pd.DataFrame, correlation_table: pd.DataFrame, tables: dict[
     usable = correlation_table.dropna(subset=["spearman_rho"])
     if len(usable):
         best = usable.loc[usable["spearman_rho"].abs().idxmax()]
-        out["strongest_correlation"] = {k: (float(v) if isinstance(v, (float, np.floating)) else v)
-                                        for k, v in best.items()}
+        out["strongest_correlation"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in best.items()}
     return out
