@@ -86,9 +86,9 @@ def _result_file(folder: Path, name: str) -> Path:
     return folder / name
 
 
-def find_ablation(study_dir: Path, chosen: str = "") -> FinishedAblation | None:
-    """The study's single-head ablation (zero mask, both sides): the `chosen` folder, else the study's aggregate,
-    else its newest ablation run that has such heads."""
+def find_ablation(study_dir: Path, chosen: str = "", mode: str = "zero", side: str = "both") -> FinishedAblation | None:
+    """The study's single-head ablation (by default zero mask, both sides): the `chosen` folder, else the study's
+    aggregate, else its newest ablation run that has such heads."""
     if chosen:
         folder = Path(chosen).expanduser()
         if not (folder / "importance.csv").is_file():
@@ -107,6 +107,6 @@ def find_ablation(study_dir: Path, chosen: str = "") -> FinishedAblation | None:
                 raise
             print(f"note: {exc}; looking further", file=sys.stderr)
             continue
-        if len(finished.single_heads()):
+        if len(finished.single_heads(mode, side)):
             return finished
     return None

@@ -27,19 +27,19 @@ def importance_frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def _number(value: float, digits: int = 4) -> str:
+def format_number(value: float, digits: int = 4) -> str:
     if value is None or np.isnan(value):
         return "–"
     return f"{value:+.{digits}f}"
 
 
-def _p(value: float) -> str:
+def format_p(value: float) -> str:
     if value is None or np.isnan(value):
         return "–"
     return f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
 
 
-def _statistic(value: float) -> str:
+def format_statistic(value: float) -> str:
     if value is None or np.isnan(value):
         return "–"
     return f"{value:.2f}" if np.isfinite(value) else ("inf" if value > 0 else "-inf")
@@ -51,13 +51,13 @@ def printable(frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "condition": frame["condition"],
         "mask": [f"{mode}, {side}" for mode, side in zip(frame["mode"], frame["side"])],
-        "delta_mrr": [_number(v) for v in frame["delta_mrr"]],
-        "ci": [f"[{_number(lo)}, {_number(hi)}]" for lo, hi in zip(frame["ci_low"], frame["ci_high"])],
-        "t_stat": [_statistic(v) for v in frame["t_stat"]],
-        "p_value": [_p(v) for v in frame["p_value"]],
-        "p_perm": [_p(v) for v in frame["p_perm"]],
-        "p_adjusted": [_p(v) for v in frame["p_adjusted"]],
-        "cohens_d": [_statistic(v) for v in frame["cohens_d"]],
+        "delta_mrr": [format_number(v) for v in frame["delta_mrr"]],
+        "ci": [f"[{format_number(lo)}, {format_number(hi)}]" for lo, hi in zip(frame["ci_low"], frame["ci_high"])],
+        "t_stat": [format_statistic(v) for v in frame["t_stat"]],
+        "p_value": [format_p(v) for v in frame["p_value"]],
+        "p_perm": [format_p(v) for v in frame["p_perm"]],
+        "p_adjusted": [format_p(v) for v in frame["p_adjusted"]],
+        "cohens_d": [format_statistic(v) for v in frame["cohens_d"]],
         "grad_score": [f"{v:.3g}" if pd.notna(v) else "–" for v in frame["grad_score"]],
         "significant": ["*" if s else "" for s in frame["significant"]],
     })

@@ -19,7 +19,7 @@ from scipy import stats
 
 from ablation.record import FinishedAblation
 from codesearch.errors import UserError
-from codesearch.files import atomic_write, atomic_write_csv
+from codesearch.files import ResultFiles, atomic_write
 from codesearch.loading import LoadedData
 from codesearch.records import Example, mismatched_partners
 from codesearch.runfolder import Timings
@@ -170,12 +170,8 @@ class AttentionStudy:
     # -- outputs
     def export(self, folder: Path) -> list[str]:
         folder = Path(folder)
-        files = []
-
-        def csv(name: str, frame: pd.DataFrame) -> None:
-            atomic_write_csv(folder / name, frame)
-            files.append(name)
-
+        files = ResultFiles(folder)
+        csv = files.csv
         csv("attention_stats.csv", self.heads[stat_columns(self.statistics)])
         csv("heads.csv", self.heads)
         examples = example_frame(self.measures, self.examples, self.encoder)
@@ -188,7 +184,7 @@ class AttentionStudy:
         csv("example_clusters.csv", self.example_clusters.clusters())
         csv("correlations.csv", self.correlations)
         files += self._figures(folder)
-        return files
+        return list(files)
 
     def _figures(self, folder: Path) -> list[str]:
         layers, heads = self.encoder.n_layers, self.encoder.n_heads

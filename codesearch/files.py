@@ -53,6 +53,22 @@ def atomic_write_csv(path: str | os.PathLike, frame) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+class ResultFiles(list):
+    """The names of a run's result files, each written atomically into `folder` as it is added."""
+
+    def __init__(self, folder: str | os.PathLike):
+        super().__init__()
+        self.folder = Path(folder)
+
+    def csv(self, name: str, frame) -> None:
+        atomic_write_csv(self.folder / name, frame)
+        self.append(name)
+
+    def text(self, name: str, text: str) -> None:
+        atomic_write_text(self.folder / name, text)
+        self.append(name)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike):
     """Build a directory under a temporary name; it appears at `path` only if the block finishes.

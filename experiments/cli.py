@@ -40,6 +40,10 @@ COMMANDS = {
     "attention": Command("passive attention statistics per head: query-to-code mass, entropy, attention to code "
                          "constructs, tests, clusters of heads and examples, and whether attention predicts "
                          "importance", "experiments.attention:run_attention"),
+    "finetune": Command("fine-tune an encoder as a bi-encoder retriever on the study's train split (in-batch "
+                        "negatives, Lightning), validated each epoch, tested as `evaluate` tests, saved as a model "
+                        "folder any command loads; resume=true continues an interrupted run",
+                        "experiments.finetune:run_finetune"),
     "sweep": Command("run a W&B sweep file with no W&B server: W&B's sweep engine picks each run, the agent's "
                      "command line runs it, logged offline; resumes where it stopped",
                      "experiments.sweep:run_sweep",
@@ -52,6 +56,12 @@ COMMANDS = {
                          "all of them", "experiments.aggregate:run_aggregate",
                          (("study", {"metavar": "STUDY", "help": "the study's folder, its name under runs_dir, "
                                                                   "or (W&B online) its group name"}),)),
+    "compare": Command("studies head by head: base against fine-tuned query by query (same queries and candidates), "
+                       "or any studies of one head grid by their maps (are the same heads important?)",
+                       "experiments.compare:run_compare",
+                       (("studies", {"metavar": "STUDY", "nargs": "+",
+                                     "help": "two or more study folders or study names under runs_dir (A, B, ...: "
+                                             "differences are B − A)"}),)),
 }
 
 USAGE_TAIL = """
@@ -121,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.overrides = [*args.overrides, *leftover]
+    if args.command == "compare":  # the studies list swallows what follows it: key=value pairs are overrides
+        args.overrides = [*(item for item in args.studies if "=" in item), *args.overrides]
+        args.studies = [item for item in args.studies if "=" not in item]
     if args.command == "probe":  # `probe task=X` is how people say it
         args.overrides = [f"probe.{item}" if item.startswith("task=") else item for item in args.overrides]
     try:

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from ablation.settings import AblationConfig
 from attention.settings import AttentionConfig
 from codesearch.settings import CorpusConfig, DataConfig, setting
+from comparison.settings import CompareConfig
 from heads.settings import EvalConfig, ModelConfig
 from probing.settings import ProbeConfig
 from tracking.settings import WandbConfig
+from training.settings import FinetuneConfig
 
 
 @dataclass
@@ -25,13 +27,16 @@ class Config:
     ablation: AblationConfig = field(default_factory=AblationConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     runs_dir: str = setting("where study folders go: <runs_dir>/<study>/<command>/...", "runs")
     output_dir: str = setting("this run's folder; empty = <runs_dir>/<study>/<command>[/<label>]", "")
     seed: int = setting("seed for sampling and anything random", 0)
     threads: int = setting("torch CPU threads; 0 = torch's default", 0)
     progress: bool = setting("show progress bars", True)
-    resume: bool = setting("continue an interrupted study in output_dir from its first unfinished condition", False)
+    resume: bool = setting("continue an interrupted run in output_dir (ablate: from its first unfinished "
+                           "condition; finetune: from its last checkpoint)", False)
 
 
 # Which sections each command reads (for --help and for the study key).
@@ -41,8 +46,10 @@ COMMAND_SECTIONS = {
     "ablate": ("data", "corpus", "model", "eval", "ablation", "wandb"),
     "probe": ("data", "corpus", "model", "probe", "wandb"),
     "attention": ("data", "corpus", "model", "attention", "wandb"),
+    "finetune": ("data", "corpus", "model", "eval", "finetune", "wandb"),
     "sweep": ("wandb",),
     "aggregate": ("ablation", "wandb"),
+    "compare": ("compare", "wandb"),
 }
 TOP_LEVEL = ("runs_dir", "output_dir", "seed", "threads", "progress", "resume")
 # The settings that decide a study's baseline: every run of a study shares its queries, pool and model.

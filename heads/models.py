@@ -19,12 +19,15 @@ from urllib.parse import urlparse
 import torch
 
 from codesearch.errors import UserError
+from codesearch.files import atomic_write_text
 
 from .encoder import Encoder, ModelInfo, Recipe
 from .settings import BUILTIN, ModelConfig, Pooling, check_device
 
 BUILTIN_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 SUPPORTED_TYPES = ("bert", "roberta")
+# A model folder `finetune` wrote says the recipe it was trained with here (pooling, normalisation, prefix).
+RECIPE_FILE = "codebert_heads_recipe.json"
 
 
 class ModelNotAvailable(UserError):
@@ -101,10 +104,13 @@ def resolve_model_path(name: str) -> tuple[str, bool]:
 
 
 def choose_recipe(name: str, path: str, pooling: str = "auto", normalize: bool | None = None) -> Recipe:
-    """The model's own code-search recipe, with any explicit pooling or normalisation on top."""
+    """The model's own code-search recipe, with any explicit pooling or normalisation on top: the recipe a
+    fine-tuned folder carries, else a sentence-transformers folder's, else the one its name says."""
     if pooling not in tuple(Pooling):
         raise UserError(f"model.pooling={pooling!r}: choose one of {', '.join(Pooling)}")
-    recipe = _sentence_transformers_recipe(Path(path)) if Path(path).is_dir() else None
+    recipe = None
+    if Path(path).is_dir():
+        recipe = _saved_recipe(Path(path)) or _sentence_transformers_recipe(Path(path))
     if recipe is None:
         lowered = name.lower()
         recipe = next((r for key, r in NAMED_RECIPES if key in lowered), FALLBACK_RECIPE)
@@ -113,6 +119,23 @@ def choose_recipe(name: str, path: str, pooling: str = "auto", normalize: bool |
     if normalize is not None:
         recipe = Recipe(recipe.name, recipe.pooling, bool(normalize), recipe.prefix_tokens)
     return recipe
+
+
+def _saved_recipe(folder: Path) -> Recipe | None:
+    file = folder / RECIPE_FILE
+    if not file.is_file():
+        return None
+    try:
+        saved = json.loads(file.read_text())
+        return Recipe(str(saved["name"]), str(saved["pooling"]), bool(saved["normalize"]),
+                      tuple(saved.get("prefix_tokens", ())))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelNotAvailable(f"{file}: not a readable recipe ({exc})") from None
+
+
+def save_recipe(recipe: Recipe, folder: Path) -> None:
+    """Write the recipe into a model folder, where `choose_recipe` reads it first."""
+    atomic_write_text(Path(folder) / RECIPE_FILE, json.dumps(asdict(recipe), indent=2) + "\n")
 
 
 def _sentence_transformers_recipe(folder: Path) -> Recipe | None:
@@ -172,14 +195,17 @@ def load_encoder(name: str = BUILTIN, pooling: str = "auto", normalize: bool | N
     hf_logging.set_verbosity_error()  # the unused-pooler notice would only confuse
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModel.from_pretrained(path, add_pooling_layer=recipe.pooling == "pooler",
-                                          attn_implementation=attn_implementation)
+        model, loading = AutoModel.from_pretrained(path, add_pooling_layer=recipe.pooling == "pooler",
+                                                   attn_implementation=attn_implementation, output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
         raise ModelNotAvailable(f"cannot load model {name!r} from {path}: {exc}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
+    if pooling == "pooler" and any("pooler." in key for key in loading["missing_keys"]):   # asked for, not there
+        raise UserError(f"model.pooling=pooler, but model {name!r} has no pooler layer in its weights (it would be "
+                        f"random); use model.pooling=cls or mean")
     model.eval().to(torch_device)
     info = ModelInfo(
         name=display, path=str(path), model_type=config.model_type,

@@ -15,17 +15,19 @@ ROBERTA_TRAINING_TEXT = [
 ]
 
 
-def make_tiny_bert(folder: Path, seed: int = 0, layers: int = 2, heads: int = 4, head_dim: int = 8) -> Path:
+def make_tiny_bert(folder: Path, seed: int = 0, layers: int = 2, heads: int = 4, head_dim: int = 8,
+                   words: tuple[str, ...] = (), pooler: bool = True) -> Path:
+    """`words`: whole words added to the character vocabulary (each one token); `pooler`: save a pooler layer."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(BERT_VOCAB) + "\n")
+    (folder / "vocab.txt").write_text("\n".join(BERT_VOCAB + list(words)) + "\n")
     tokenizer = BertTokenizer.from_pretrained(folder)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=heads * head_dim, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=4 * heads * head_dim,
                         max_position_embeddings=300)
     torch.manual_seed(seed)
-    BertModel(config).save_pretrained(folder)
+    BertModel(config, add_pooling_layer=pooler).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

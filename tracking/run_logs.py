@@ -11,9 +11,11 @@ from ablation.conditions import Condition
 from ablation.record import AblationRecord, AggregateRecord
 from attention.record import AttentionRecord
 from codesearch.loading import LoadedData
+from comparison.record import CompareRecord
 from heads.encoder import Encoder
 from heads.evaluation import EvaluationRecord
 from probing.record import ProbeRecord
+from training.record import FinetuneRecord
 
 from .wandb_log import RunLog, provenance
 
@@ -117,3 +119,52 @@ def attention_log(folder: Path, heads: pd.DataFrame, record: AttentionRecord, fi
     return RunLog(job_type="attention", name=f"attention-{record.input}", results_dir=folder,
                   tables={"heads": heads}, images=images, summary=summary, tags=["attention", record.input],
                   **provenance(data, encoder, record.study))
+
+
+def compare_log(folder: Path, heads: pd.DataFrame | None, correlations: pd.DataFrame, overlaps: pd.DataFrame,
+                record: CompareRecord) -> RunLog:
+    """Two studies: one step per head (both ΔMRR, B − A, and the paired test when there is one); any number: the
+    correlations and overlaps as tables, the first pair's numbers in the summary."""
+    summary = {"compare/n_studies": len(record.studies), "compare/paired": int(record.paired),
+               "compare/n_heads": record.n_heads}
+    first = correlations[correlations["evidence"] == "delta_mrr"].iloc[0]
+    for key in ("spearman_rho", "spearman_p_perm", "kendall_tau", "kendall_p_perm"):
+        if pd.notna(first[key]):
+            summary[f"compare/{key}"] = float(first[key])
+    same_pair = (overlaps["study_a"] == first["study_a"]) & (overlaps["study_b"] == first["study_b"])
+    for _, row in overlaps[same_pair].iterrows():
+        if pd.notna(row["jaccard"]):
+            summary[f"compare/jaccard_{row['heads']}"] = float(row["jaccard"])
+    if record.baseline_test:
+        summary |= {f"compare/baseline_{key}": record.baseline_test[key]
+                    for key in ("mrr_a", "mrr_b", "difference", "ci_low", "ci_high", "p_value")}
+        summary |= {"compare/n_gained": len(record.gained), "compare/n_lost": len(record.lost)}
+    history = []
+    for _, row in (heads if heads is not None else pd.DataFrame()).iterrows():
+        step = {"condition": row["condition"], "head/layer": int(row["layer"]), "head/index": int(row["head"]),
+                "compare/delta_mrr_a": row["delta_mrr_a"], "compare/delta_mrr_b": row["delta_mrr_b"],
+                "compare/difference": row["difference"]}
+        if "p_value" in row:
+            step |= {"stats/p_value": row["p_value"], "stats/p_adjusted": row["p_adjusted"],
+                     "stats/significant": int(row["significant"])}
+        history.append(step)
+    tables = {"correlations": correlations, "overlap": overlaps}
+    if heads is not None:
+        tables["heads"] = heads
+    images = {f"compare/{Path(f).stem}": folder / f for f in record.files if f.endswith(".png")}
+    return RunLog(job_type="compare", name=f"compare-{folder.name}", results_dir=folder, history=history,
+                  summary=summary, tables=tables, images=images, tags=["compare"],
+                  artifact_metadata={"studies": [{k: s[k] for k in ("name", "model", "task_fingerprint")}
+                                                 for s in record.studies]})
+
+
+def finetune_log(folder: Path, record: FinetuneRecord, history: pd.DataFrame, data: LoadedData, encoder: Encoder,
+                 run=None) -> RunLog:
+    """Lightning's logger drew the curves (train/loss, val/mrr) into `run` while training; at the end the same run
+    gets the test numbers, the epochs table, and the run folder (the model and its card) as its results."""
+    summary = {"val/best_mrr": record.best_val_mrr, "train/best_epoch": record.best_epoch,
+               "train/steps": record.steps, "test/mrr": record.test_mrr}
+    for protocol, values in record.test.items():
+        summary.update({f"test/{protocol}/{k}": getattr(values, k) for k in SUMMARY_KEYS})
+    return RunLog(job_type="finetune", name=f"finetune-{folder.name}", results_dir=folder, summary=summary,
+                  tables={"epochs": history}, tags=["finetune"], run=run, **provenance(data, encoder, record.study))

@@ -18,6 +18,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -41,6 +42,7 @@ class RunLog:
     tags: list[str] = field(default_factory=list)
     dataset: tuple[str, str, dict] | None = None             # (name, local path, metadata), for lineage online
     model: tuple[str, str, dict] | None = None
+    run: Any = None            # a W&B run already open (`start_run`, for Lightning's logger) to log into and finish
 
 
 def provenance(data, encoder, study: str) -> dict:
@@ -123,20 +125,50 @@ def _first_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def _log(w: WandbConfig, config: dict, study: str, study_folder: Path, log: RunLog, mode: str) -> str:
+def _wandb():
     os.environ.setdefault("WANDB_SILENT", "true")  # W&B's own console notes; our messages say what matters
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import wandb
+    return wandb
 
+
+def _init(w: WandbConfig, config: dict, study: str, study_folder: Path, job_type: str, name: str, tags: list[str],
+          mode: str):
+    wandb = _wandb()
     study_folder.mkdir(parents=True, exist_ok=True)
     settings = wandb.Settings(silent=True, console="off", init_timeout=float(w.init_timeout),
                               x_disable_stats=True)
-    run = wandb.init(
-        project=w.project, entity=w.entity or None, group=study, job_type=log.job_type, name=log.name,
-        tags=[*w.tags, *log.tags], config={**config, **log.config_extra}, dir=str(study_folder), mode=mode,
-        settings=settings, reinit="create_new",
+    return wandb.init(
+        project=w.project, entity=w.entity or None, group=study, job_type=job_type, name=name,
+        tags=[*w.tags, *tags], config=config, dir=str(study_folder), mode=mode, settings=settings,
+        reinit="create_new",
     )
+
+
+def start_run(settings: WandbConfig, config: dict, study: str, study_folder: Path, job_type: str, name: str,
+              tags: list[str]):
+    """A W&B run opened before the work, for a logger that logs while a command runs (Lightning's), in the mode
+    `log_run` would use; None when disabled or when W&B cannot start one (said; the work goes on)."""
+    mode = resolve_mode(str(settings.mode))
+    if mode == "disabled":
+        return None
+    for attempt in (mode, "offline") if mode == "online" else (mode,):
+        try:
+            return _init(settings, config, study, study_folder, job_type, name, tags, attempt)
+        except Exception as exc:  # noqa: BLE001  W&B's own errors come in many types
+            print(f"W&B could not start a {attempt} run ({_first_line(exc)})", file=sys.stderr)
+    return None
+
+
+def _log(w: WandbConfig, config: dict, study: str, study_folder: Path, log: RunLog, mode: str) -> str:
+    wandb = _wandb()
+    if log.run is not None:   # the run Lightning logged into: finished here, with the results
+        run, log.run = log.run, None   # (a retry after a failure starts a run of its own)
+        mode = "offline" if run.offline else mode
+        run.config.update(log.config_extra, allow_val_change=True)
+    else:
+        run = _init(w, {**config, **log.config_extra}, study, study_folder, log.job_type, log.name, log.tags, mode)
     try:
         if mode == "online":
             _lineage(run, wandb, log)
