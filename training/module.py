@@ -21,6 +21,8 @@ from .data import PairBatch
 from .loss import in_batch_loss
 from .settings import FinetuneConfig
 
+EMBED_SLICE = 8   # inputs per forward within a training batch
+
 
 class ContrastiveRetriever(pl.LightningModule):
     """`encoder`'s transformer, trained so that each query scores its own code above the batch's other codes.
@@ -45,10 +47,18 @@ class ContrastiveRetriever(pl.LightningModule):
         self.resumed_from_step = 0
 
     def embed(self, token_ids: list[list[int]]) -> torch.Tensor:
-        """[len(token_ids), hidden] pooled embeddings, with gradients, in the inputs' order."""
+        """[len(token_ids), hidden] pooled embeddings, with gradients, in the inputs' order.
+
+        The batch runs through the encoder in length-sorted slices of EMBED_SLICE inputs, each padded to its own
+        longest: padding every code to the batch's longest cost 2.4 times the real tokens on the built-in corpus.
+        The slices change no term of the loss: it is computed over the whole batch's embeddings."""
         self.encoder.device = self.device     # where Lightning put the model: the encode loop sends batches there
-        (batch, pooled), = self.encoder.forward_batches(token_ids, len(token_ids), grad=True)
-        return pooled[torch.argsort(torch.as_tensor(batch.positions, device=pooled.device))]
+        positions, pooled = [], []
+        for batch, embeddings in self.encoder.forward_batches(token_ids, EMBED_SLICE, grad=True):
+            positions += batch.positions
+            pooled.append(embeddings)
+        pooled = torch.cat(pooled)
+        return pooled[torch.argsort(torch.as_tensor(positions, device=pooled.device))]
 
     def training_step(self, batch: PairBatch, _index: int) -> torch.Tensor:
         loss = in_batch_loss(self.embed(batch.queries), self.embed(batch.codes), batch.code_keys, self.scale,
