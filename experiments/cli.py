@@ -131,9 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.overrides = [*args.overrides, *leftover]
-    if args.command == "compare":  # the studies list swallows what follows it: key=value pairs are overrides
-        args.overrides = [*(item for item in args.studies if "=" in item), *args.overrides]
-        args.studies = [item for item in args.studies if "=" not in item]
+    for argument, options in COMMANDS[args.command].arguments:   # a list argument swallows the key=value pairs
+        if options.get("nargs") == "+":                            # after it: they are overrides
+            values = getattr(args, argument)
+            args.overrides = [*(item for item in values if "=" in item), *args.overrides]
+            setattr(args, argument, [item for item in values if "=" not in item])
     if args.command == "probe":  # `probe task=X` is how people say it
         args.overrides = [f"probe.{item}" if item.startswith("task=") else item for item in args.overrides]
     try:
