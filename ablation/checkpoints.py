@@ -17,6 +17,7 @@ import numpy as np
 from codesearch.errors import UserError
 from codesearch.files import atomic_directory, atomic_write_text
 from codesearch.hashing import content_hash
+from codesearch.runfolder import differing_keys
 
 SIGNATURE = "signature.json"
 
@@ -47,10 +48,9 @@ class ConditionStore:
     def _check(self, folder: Path) -> None:
         stored = json.loads((folder / SIGNATURE).read_text())
         if stored != self.signature:
-            keys = set(stored) | set(self.signature)
-            differing = sorted(k for k in keys if stored.get(k) != self.signature.get(k))
             raise UserError(f"resume=true, but {folder} holds a study with other settings "
-                            f"(differing: {', '.join(differing)}); use another output_dir or resume=false")
+                            f"(differing: {', '.join(differing_keys(stored, self.signature))}); use another "
+                            f"output_dir or resume=false")
 
     def _path(self, name: str) -> Path:
         slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:60]

@@ -45,6 +45,11 @@ class Timings(dict):
         return {name: round(seconds, 3) for name, seconds in self.items()}
 
 
+def differing_keys(stored: dict, current: dict) -> list[str]:
+    """The keys whose values differ between two signatures (what a refused resume names)."""
+    return sorted(key for key in set(stored) | set(current) if stored.get(key) != current.get(key))
+
+
 def run_folders(parent: Path) -> list[Path]:
     """The run folders in `parent`: its subfolders but the hidden ones (a run's work folder `.<name>.partial`, a
     replaced run's `.<name>.*.old`)."""

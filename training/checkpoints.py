@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from codesearch.errors import UserError
+from codesearch.runfolder import differing_keys
 
 LAST = "last.ckpt"
 BEST = "best"           # best.ckpt: the epoch with the highest val/mrr so far
@@ -34,7 +35,7 @@ def resume_point(folder: Path, signature: dict, resume: bool) -> str | None:
         raise UserError(f"resume=true, but {last} cannot be read ({type(exc).__name__}); run with resume=false to "
                         f"start afresh") from None
     if stored != signature:
-        differing = sorted(k for k in set(stored) | set(signature) if stored.get(k) != signature.get(k))
         raise UserError(f"resume=true, but {last} was written with other settings (differing: "
-                        f"{', '.join(differing)}); use the same settings, another output_dir, or resume=false")
+                        f"{', '.join(differing_keys(stored, signature))}); use the same settings, another "
+                        f"output_dir, or resume=false")
     return str(last)
