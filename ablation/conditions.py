@@ -57,3 +57,9 @@ def top_k(conditions: list[Condition], scores: np.ndarray, k: int) -> list[Condi
     by_score = sorted(conditions, key=lambda c: (-abs(c.grad_score(scores)), c.name))
     chosen = {c.name for c in by_score[:k]}
     return [c for c in conditions if c.name in chosen]
+
+
+def shard(conditions: list[Condition], i: int, n: int) -> list[Condition]:
+    """The i-th of n shares (1-based), every n-th condition from the i-th: each share spans the layers, so the shards
+    of a job array take about the same time."""
+    return conditions[i - 1::n]

@@ -1,55 +1,96 @@
 """Exact head ablation, fast: a head in layer L changes nothing below L, so layers 0..L-1 are never rerun.
 
 The encoder is walked layer by layer over fixed, length-sorted batches (`SideSweep`). At layer L it holds,
-for every batch, the layer's input and its heads' outputs (the input of the output projection). Each
+for every batch of its chunk, the layer's input and its heads' outputs (the input of the output projection). Each
 condition whose lowest head is in layer L then reruns from there: the output projection with the mask
 applied, the feed-forward block, and layers L+1..N. Layer L's attention itself is computed once and shared by
-all its heads. Queries and code are walked in lockstep, so a condition's per-query reciprocal ranks are known
-(and can be saved) as soon as it is done.
+all its heads.
 
-The naive path (`Encoder.encode` with the mask as its hook) runs the whole model on the same batches; the two
-give bit-identical embeddings, which the tests check.
+Memory is bounded by the `Layout` (chosen by `ablation.plan` from `ablation.max_memory_gb`):
+- one chunk per side (the whole pool): every batch is cached at once; queries and code are walked in lockstep and
+  each condition's embeddings are handed over as soon as its layer is done;
+- several chunks: the conditions are taken in groups (one first layer each, at most `group_size`); for each group
+  the chunks are walked one after another, each up to the group's layer, and the group's embeddings of the whole
+  pool are filled in chunk by chunk and handed over when its last chunk is done.
+The batches are the same in every layout and each row is computed by the same operations, so the embeddings, and
+the ranks, are bit-identical whatever the chunks (the tests check every chunk size against the naive path).
+
+The naive path (`Encoder.encode` with the mask as its hook) runs the whole model on the same batches.
 """
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 from transformers.pytorch_utils import apply_chunking_to_forward
 
-from codesearch.errors import UserError
-from heads.encoder import Encoder
+from heads.encoder import Batch, Encoder
 from heads.hooks import HeadMask, encoder_layers, hook_z
-from heads.settings import ModelConfig
 
 from .conditions import Condition
+
+SIDES = ("query", "code")
 
 
 class _StopForward(Exception):
     pass
 
 
-class SideSweep:
-    """One side (queries or code) of a task, walked through the encoder one layer at a time."""
+@dataclass
+class SideInputs:
+    """One side of a task, tokenized into the length-sorted batches every pass over it uses."""
+    batches: list[Batch]
+    n: int   # inputs
 
-    def __init__(self, encoder: Encoder, texts: list[str], max_length: int, batch_size: int):
+    def batch_tokens(self) -> list[int]:
+        """Padded tokens of each batch (what its cache holds)."""
+        return [batch.input_ids.numel() for batch in self.batches]
+
+
+def side_inputs(encoder: Encoder, texts: list[str], max_length: int, batch_size: int) -> SideInputs:
+    return SideInputs(list(encoder.length_sorted_batches(encoder.tokenize(texts, max_length), batch_size)), len(texts))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the work is cut to fit in memory: each side's batches in chunks of at most `chunk_tokens` padded tokens
+    (0: one chunk, the whole side; a chunk always holds at least one batch), and, when a side has several chunks, the
+    conditions in groups of at most `group_size` sharing one first layer."""
+    chunk_tokens: dict[str, int] = field(default_factory=dict)
+    group_size: int = 0
+
+    def chunks(self, side: str, inputs: SideInputs) -> list[list[Batch]]:
+        limit = self.chunk_tokens.get(side, 0)
+        if limit <= 0:
+            return [inputs.batches]
+        chunks, current, tokens = [], [], 0
+        for batch, size in zip(inputs.batches, inputs.batch_tokens()):
+            if current and tokens + size > limit:
+                chunks.append(current)
+                current, tokens = [], 0
+            current.append(batch)
+            tokens += size
+        return chunks + [current] if current else chunks
+
+
+WHOLE = Layout()
+
+
+class SideSweep:
+    """Some batches of one side (queries or code), walked through the encoder one layer at a time."""
+
+    def __init__(self, encoder: Encoder, batches: list[Batch]):
         self.encoder = encoder
         self.layers = encoder_layers(encoder.model)
-        token_ids = encoder.tokenize(texts, max_length)
-        self.batches = list(encoder.length_sorted_batches(token_ids, batch_size))
-        self.n = len(texts)
+        self.batches = batches
         self.layer = 0
         self.hidden: list[torch.Tensor] = []        # per batch: the current layer's input
         self.layer_args: list[tuple] = []           # per batch: what the encoder passes every layer
         self.z: list[torch.Tensor] | None = None     # per batch: the current layer's head outputs
         self.next_hidden: list[torch.Tensor] | None = None
-
-    def cache_bytes(self) -> int:
-        """Memory the sweep holds at once: layer input, head outputs and next input, for every batch."""
-        tokens = sum(batch.input_ids.numel() for batch in self.batches)
-        return 3 * tokens * self.encoder.model.config.hidden_size * 4
 
     @torch.inference_mode()
     def start(self) -> None:
@@ -95,13 +136,13 @@ class SideSweep:
         self.layer += 1
 
     @torch.inference_mode()
-    def rerun(self, mask: HeadMask) -> torch.Tensor:
-        """Embeddings [n, dim] with the mask applied, rerunning from the current layer up."""
+    def rerun(self, mask: HeadMask, out: torch.Tensor, on_batch: Callable[[], None] = lambda: None) -> None:
+        """The embeddings of this sweep's rows with the mask applied, rerunning from the current layer up, written
+        into `out` [n, dim] at each row's position."""
         if mask.layers[0] != self.layer:
             raise RuntimeError(f"a mask starting at layer {mask.layers[0]} cannot rerun from layer {self.layer}")
         self.compute_layer()
         layer = self.layers[self.layer]
-        out = torch.empty((self.n, self.encoder.model.config.hidden_size), dtype=torch.float32)
         for b, (positions, _, attention_mask, _) in enumerate(self.batches):
             args, kwargs = self.layer_args[b]
             with hook_z(self.encoder.model, mask, attention_mask, layers=mask.layers):
@@ -111,8 +152,8 @@ class SideSweep:
                                                    layer.seq_len_dim, attention_output)
                 for later in self.layers[self.layer + 1:]:
                     hidden = later(hidden, *args, **kwargs)
-            out[torch.as_tensor(positions)] = self.encoder.pool(hidden, attention_mask).float().cpu()
-        return out
+            out[torch.as_tensor(positions, device=out.device)] = self.encoder.pool(hidden, attention_mask).float()
+            on_batch()
 
     def release(self) -> None:
         self.hidden, self.layer_args, self.z, self.next_hidden = [], [], None, None
@@ -121,45 +162,76 @@ class SideSweep:
 ResultCallback = Callable[[Condition, "torch.Tensor | None", "torch.Tensor | None"], None]
 
 
-def run_conditions(encoder: Encoder, queries: list[str], candidates: list[str], conditions: list[Condition],
-                   on_result: ResultCallback, model: ModelConfig,
-                   means: dict[str, dict[int, torch.Tensor]] | None = None, max_cache_gb: float = 8.0,
-                   progress: bool = True) -> None:
-    """Ablate each condition exactly; `on_result(condition, query_emb, code_emb)` gets its embeddings (None for
-    a side it leaves alone) as soon as it is done, in order of its lowest layer. `model` gives the input
-    lengths and the batch size; `means` each side's head means for mean masking."""
+def condition_groups(conditions: list[Condition], layout: Layout, chunked: bool) -> list[list[Condition]]:
+    """Conditions in order of their lowest layer; in one group when nothing is chunked, else in groups of one first
+    layer and at most `layout.group_size`."""
+    ordered = sorted(conditions, key=lambda c: c.first_layer)
+    if not chunked:
+        return [ordered]
+    groups: list[list[Condition]] = []
+    for condition in ordered:
+        last = groups[-1] if groups else None
+        if (last is None or last[0].first_layer != condition.first_layer
+                or (layout.group_size and len(last) >= layout.group_size)):
+            groups.append([])
+        groups[-1].append(condition)
+    return groups
+
+
+def run_conditions(encoder: Encoder, query_inputs: SideInputs, code_inputs: SideInputs, conditions: list[Condition],
+                   on_result: ResultCallback, means: dict[str, dict[int, torch.Tensor]] | None = None,
+                   layout: Layout = WHOLE, progress: bool = True) -> None:
+    """Ablate each condition exactly; `on_result(condition, query_emb, code_emb)` gets its float32 embeddings on
+    the encoder's device (None for a side it leaves alone) as soon as it is done, in order of its lowest layer.
+    `means` are each side's head means for mean masking; `layout` bounds the memory (see the module's note)."""
     if not conditions:
         return
-    inputs = {"query": (queries, model.max_query_length), "code": (candidates, model.max_code_length)}
-    touched = [side for side in inputs if any(c.affects(side) for c in conditions)]
-    sweeps = {side: SideSweep(encoder, inputs[side][0], inputs[side][1], model.batch_size) for side in touched}
-    needed = sum(s.cache_bytes() for s in sweeps.values())
-    if needed > max_cache_gb * 2**30:
-        size = f"{needed / 2**30:.1f} GiB" if needed >= 2**30 else f"{max(1, round(needed / 2**20))} MiB"
-        raise UserError(f"the layer cache needs about {size} (over ablation.max_cache_gb={max_cache_gb}): "
-                        f"evaluate fewer queries (data.max_queries) or raise the limit")
-    for sweep in sweeps.values():
-        sweep.start()
-    by_layer: dict[int, list[Condition]] = {}
-    for condition in conditions:
-        by_layer.setdefault(condition.first_layer, []).append(condition)
-    last_layer = max(by_layer)
+    inputs = {"query": query_inputs, "code": code_inputs}
+    touched = [side for side in SIDES if any(c.affects(side) for c in conditions)]
+    chunks = {side: layout.chunks(side, inputs[side]) for side in touched}
+    groups = condition_groups(conditions, layout, chunked=any(len(c) > 1 for c in chunks.values()))
+    dim = encoder.model.config.hidden_size
     bar = tqdm(total=len(conditions), desc="ablating", unit="condition", disable=not progress, file=sys.stderr,
-               mininterval=1.0)
+               mininterval=1.0, bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
     try:
-        for layer in range(last_layer + 1):
-            for condition in by_layer.get(layer, []):
-                embeddings = {}
-                for side, sweep in sweeps.items():
-                    if condition.affects(side):
-                        mask = HeadMask(condition.heads, condition.mode, (means or {}).get(side))
-                        embeddings[side] = sweep.rerun(mask)
-                on_result(condition, embeddings.get("query"), embeddings.get("code"))
-                bar.update(1)
-            if layer < last_layer:
-                for sweep in sweeps.values():
-                    sweep.advance()
+        for group in groups:
+            _run_group(encoder, inputs, group, chunks, on_result, means or {}, dim, bar)
     finally:
         bar.close()
-        for sweep in sweeps.values():
-            sweep.release()
+
+
+def _run_group(encoder: Encoder, inputs: dict[str, SideInputs], group: list[Condition],
+               chunks: dict[str, list[list[Batch]]], on_result: ResultCallback, means: dict, dim: int,
+               bar: tqdm) -> None:
+    """One group: the sides' chunks walked in lockstep (chunk k of each side together), each up to the group's last
+    first layer; a condition is handed over once its last chunk of every side it touches is done."""
+    last_layer = max(c.first_layer for c in group)
+    n_chunks = max(len(side_chunks) for side_chunks in chunks.values())
+    embeddings: dict[str, dict[str, torch.Tensor]] = {}
+    batches_of = {c.name: sum(len(inputs[s].batches) for s in chunks if c.affects(s)) for c in group}
+    final_chunk = {c.name: max(len(chunks[s]) - 1 for s in chunks if c.affects(s)) for c in group}
+    for k in range(n_chunks):
+        sweeps = {side: SideSweep(encoder, side_chunks[k]) for side, side_chunks in chunks.items()
+                  if k < len(side_chunks)}
+        try:
+            for sweep in sweeps.values():
+                sweep.start()
+            for layer in range(last_layer + 1):
+                for condition in (c for c in group if c.first_layer == layer):
+                    for side, sweep in sweeps.items():
+                        if condition.affects(side):
+                            out = embeddings.setdefault(condition.name, {}).get(side)
+                            if out is None:
+                                out = torch.empty((inputs[side].n, dim), dtype=torch.float32, device=encoder.device)
+                                embeddings[condition.name][side] = out
+                            mask = HeadMask(condition.heads, condition.mode, means.get(side))
+                            sweep.rerun(mask, out, lambda: bar.update(1 / batches_of[condition.name]))
+                    if k == final_chunk[condition.name]:
+                        done = embeddings.pop(condition.name)
+                        on_result(condition, done.get("query"), done.get("code"))
+                if layer < last_layer:
+                    for sweep in sweeps.values():
+                        sweep.advance()
+        finally:
+            for sweep in sweeps.values():
+                sweep.release()

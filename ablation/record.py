@@ -44,6 +44,10 @@ class ImportanceRecord(RunRecord):
 class AblationRecord(ImportanceRecord):
     """`ablate`'s run.json."""
     data: dict = field(default_factory=dict)     # source, form, n_queries, n_candidates
+    shard: str | None = None                     # i/n: this run's share of the conditions
+    precision: dict = field(default_factory=dict)   # the precision, and in reduced precision its ranks against fp32
+    memory: dict = field(default_factory=dict)      # the plan (bytes, layout) and the measured peak
+    time_estimate: dict = field(default_factory=dict)   # seconds, from the first batches
 
 
 @dataclass(kw_only=True)

@@ -6,8 +6,9 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Optional
 
+from codesearch.errors import UserError
 from codesearch.settings import Correction, Split, setting
-from heads.naming import HeadId
+from heads.naming import HeadId, is_every_head
 from heads.settings import MaskMode
 
 
@@ -15,6 +16,12 @@ class Side(StrEnum):
     query = "query"
     code = "code"
     both = "both"       # the head is gone from the model
+
+
+class Precision(StrEnum):
+    fp32 = "fp32"
+    tf32 = "tf32"       # CUDA only: float32 storage, TensorFloat-32 matrix products
+    bf16 = "bf16"       # weights and activations in bfloat16
 
 
 class PrimaryTest(StrEnum):
@@ -43,12 +50,35 @@ class AblationConfig:
                                         "(paired sign-flip)", PrimaryTest.t)
     n_bootstrap: int = setting("paired bootstrap resamples for the ΔMRR confidence interval", 10000)
     n_permutations: int = setting("sign-flip permutations for p_perm", 10000)
-    gradient: bool = setting("also estimate every head's importance from one backward pass (Michel et al. 2019)",
-                             True)
+    gradient: Optional[bool] = setting("also estimate every head's importance from one backward pass (Michel et al. "
+                                       "2019); null = where the run reports it: whole-map runs (heads=*, "
+                                       "per_head=true) and top_k", None)
     grad_temperature: float = setting("temperature of the contrastive retrieval loss the gradient is taken of", 0.05)
     top_k: int = setting("0: ablate every head of the spec exactly; k > 0: only the k heads with the largest "
-                         "|grad_score| (needs ablation.gradient=true)", 0)
-    max_cache_gb: float = setting("refuse to start if the layer cache would need more memory than this", 8.0)
+                         "|grad_score| (needs the gradient, so not ablation.gradient=false)", 0)
+    max_memory_gb: Optional[float] = setting("memory the ablation may use in all (process, layer cache, embeddings, "
+                                             "score blocks); the pool is cut in chunks to keep to it. null = 80% of "
+                                             "the memory available at the start (90% of the free memory on a GPU)",
+                                             None)
+    precision: Precision = setting("fp32; tf32 (CUDA) or bf16, reported with how many ranks differ from fp32 on "
+                                   "the same run", Precision.fp32)
+    shard: Optional[str] = setting("i/n: this run ablates the i-th of n shares of the conditions (1 <= i <= n), "
+                                   "for job arrays; aggregate the shards for the study's table. null = all", None)
+
+    @property
+    def whole_map(self) -> bool:
+        """Every head of the model, one at a time: the run that reports the gradient estimate beside the map."""
+        return bool(self.per_head) and is_every_head(self.head_spec)
+
+    @property
+    def gradient_wanted(self) -> bool:
+        """`gradient`, or where it is null, whether the run reports it (a whole map, or top_k choosing by it)."""
+        return bool(self.gradient) if self.gradient is not None else self.whole_map or self.top_k > 0
+
+    @property
+    def shard_of(self) -> tuple[int, int] | None:
+        """(i, n) of `shard`, checked; None for all conditions."""
+        return parse_shard(self.shard)
 
     @property
     def head_spec(self) -> str:
@@ -72,6 +102,20 @@ class ReportSettings:
 
 
 REPORT_FIELDS = tuple(f.name for f in fields(ReportSettings) if f.name != "seed")   # each an `ablation` key too
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """`i/n` as (i, n), 1 <= i <= n; None for null."""
+    if shard is None:
+        return None
+    parts = str(shard).split("/")
+    try:
+        i, n = (int(p) for p in parts)
+    except ValueError:
+        i = n = 0
+    if len(parts) != 2 or not 1 <= i <= n:
+        raise UserError(f"ablation.shard={shard!r}: give i/n with 1 <= i <= n, e.g. 3/8 (shards are numbered from 1)")
+    return i, n
 
 
 def _plain(value):

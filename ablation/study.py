@@ -1,21 +1,26 @@
 """An ablation study, from loaded data to the exported table.
 
     study = AblationStudy(encoder, ablation, model, evaluation, seed, cache_dir)   # the conditions, checked
-    study.prepare(data, data_config, corpus_config)   # mean-mode data and the baseline: no folder touched yet
-    study.run(folder, resume)                   # gradient scores, top-k, each condition's ranks saved when done
+    study.prepare(data, data_config, corpus_config)   # the plan (memory, time), then the baseline: no folder touched
+    study.run(folder, resume)                   # gradient scores, top-k, shard, each condition's ranks saved when done
     files = study.export(folder)                # the paired statistics, corrected, and the report
 
-The baseline is computed once per study and kept in `cache_dir` with the gradient scores, so a sweep's runs and a
-resumed run share them. Each condition's per-query ranks come from the cached layer sweep on the same queries and
-pool, and are saved as soon as they are known (`resume` continues from there).
+The work is planned before any long pass (`ablation.plan`): a memory budget the ablation cannot keep to is refused
+before the baseline, and the time is estimated from the first batches. The baseline is computed once per study and
+kept in `cache_dir` with the gradient scores, so a sweep's runs, a job array's shards and a resumed run share them.
+Each condition's per-query ranks come from the cached layer sweep on the same queries and pool, and are saved as
+soon as they are known (`resume` continues from there). In reduced precision the baseline and the first condition
+are also ranked in fp32, and how many ranks differ is recorded.
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from codesearch.errors import UserError
 from codesearch.files import atomic_write_csv
@@ -24,15 +29,18 @@ from codesearch.metrics import ProtocolResult
 from codesearch.runfolder import Timings
 from codesearch.settings import CorpusConfig, DataConfig
 from heads.encoder import Encoder
+from heads.memory import peak_process_bytes
+from heads.models import set_precision
 from heads.naming import every_head
-from heads.retrieval import rank, task_embeddings
+from heads.retrieval import Embeddings, baseline_cached, rank, task_embeddings
 from heads.settings import EvalConfig, ModelConfig
 
 from .checkpoints import ConditionStore, rr_hash
-from .conditions import Condition, build_conditions, top_k
-from .engine import run_conditions
-from .gradient import study_gradient_scores
+from .conditions import Condition, build_conditions, shard, top_k
+from .engine import run_conditions, side_inputs
+from .gradient import gradient_cached, study_gradient_scores
 from .means import held_out_means
+from .plan import estimate_time, memory_budget, plan_memory, report_plan, time_per_layer_token
 from .record import AblationRecord, ModelFacts
 from .report import ConditionResult, StudyFacts, gradient_agreement, importance_report, write_report
 from .settings import AblationConfig
@@ -52,8 +60,12 @@ class AblationStudy:
         self.report_settings = ablation.report_settings(seed)
         self.timings = Timings() if timings is None else timings
         self.data = self.task = self.means = self.embeddings = self.baseline = self.grad = self.store = None
-        self.frame = self.per_query = None
+        self.frame = self.per_query = self.inputs = self.plan = self.estimate = None
+        self.precision_agreement: dict | None = None
         a = ablation
+        if a.precision == "tf32" and encoder.device.type != "cuda":
+            raise UserError(f"ablation.precision=tf32 is a CUDA mode, but the model runs on {encoder.device}: use "
+                            f"fp32 or bf16, or model.device=cuda")
         self.conditions = build_conditions(a.head_spec, a.per_head, encoder.n_layers, encoder.n_heads, a.mode, a.side)
         if a.top_k and not a.per_head:
             raise UserError("ablation.top_k picks single heads: it needs ablation.per_head=true")
@@ -66,19 +78,84 @@ class AblationStudy:
             print(f"warning: {warning}", file=sys.stderr)
 
     def prepare(self, data: LoadedData, data_config: DataConfig, corpus_config: CorpusConfig) -> None:
-        """Mean-mode data (checked first), then the baseline (once per study)."""
+        """Mean-mode data (checked first), the plan (refused when the memory budget cannot hold it), then the
+        baseline (once per study; in reduced precision, the fp32 agreement first)."""
         self.data, self.task = data, data.task
+        m, a = self.model, self.ablation
         with self.timings.phase("setup_s"):
-            if self.ablation.mode == "mean":
-                self.means = held_out_means(self.encoder, self.task, data_config, corpus_config, self.ablation,
-                                            self.model, self.seed, self.progress)
+            if a.mode == "mean":
+                self.means = held_out_means(self.encoder, self.task, data_config, corpus_config, a, m, self.seed,
+                                            self.progress)
+            self.inputs = {"query": side_inputs(self.encoder, self.task.queries, m.max_query_length, m.batch_size),
+                           "code": side_inputs(self.encoder, self.task.candidates, m.max_code_length, m.batch_size)}
+            self.plan = self._plan(str(a.precision))
+            fp32_plan = self._plan("fp32") if a.precision != "fp32" else self.plan
+            cached = baseline_cached(self.encoder, self.task, m, self.cache_dir)
+            gradient_sides = () if not a.gradient_wanted or gradient_cached(
+                self.encoder, self.task, m, a.grad_temperature, str(a.side), self.cache_dir) else \
+                tuple(s for s in ("query", "code") if self.conditions[0].affects(s))
+            self.estimate = estimate_time(self.encoder, self.inputs, self.conditions, self.plan, cached,
+                                          gradient_sides, time_per_layer_token(self.encoder, self.inputs))
+            report_plan(self.plan, self.estimate)
         with self.timings.phase("baseline_s"):
             print(f"baseline: {len(self.task)} queries, {len(self.task.candidates)} candidates", file=sys.stderr)
-            self.embeddings = task_embeddings(self.encoder, self.task, self.model, self.cache_dir, self.progress)
+            if a.precision != "fp32":
+                reference = self._fp32_reference(fp32_plan)
+                set_precision(self.encoder, str(a.precision))
+            self.embeddings = self._baseline_embeddings()
             self.baseline = self._ranks(self.embeddings.queries, self.embeddings.candidates)
+            if a.precision != "fp32":
+                self.precision_agreement = self._agreement(reference)
+
+    def _plan(self, precision: str):
+        element = 2 if precision == "bf16" else 4
+        budget = memory_budget(self.ablation.max_memory_gb, self.encoder.device)
+        return plan_memory(self.encoder, self.inputs, self.conditions, budget, element)
+
+    def _baseline_embeddings(self) -> Embeddings:
+        """The unmasked embeddings, on the device the scores are computed on."""
+        cpu = task_embeddings(self.encoder, self.task, self.model, self.cache_dir, self.progress)
+        return Embeddings(cpu.queries.to(self.encoder.device), cpu.candidates.to(self.encoder.device))
+
+    def _check_ranks(self, condition: Condition, layout) -> ProtocolResult:
+        """One condition's ranks, computed apart from the run (the precision check)."""
+        got = {}
+        run_conditions(self.encoder, self.inputs["query"], self.inputs["code"], [condition],
+                       lambda _c, q, k: got.update(q=q, k=k), self.means, layout, progress=False)
+        return self._ranks(self.embeddings.queries if got["q"] is None else got["q"],
+                           self.embeddings.candidates if got["k"] is None else got["k"])
+
+    def _fp32_reference(self, fp32_plan) -> dict:
+        """The baseline's and the first condition's ranks in fp32, before the encoder leaves it."""
+        self.embeddings = self._baseline_embeddings()
+        check = min(self.conditions, key=lambda c: c.first_layer)
+        print(f"precision check: the baseline and {check.name} in fp32", file=sys.stderr)
+        return {"baseline": self._ranks(self.embeddings.queries, self.embeddings.candidates),
+                "condition": check, "condition_fp32": self._check_ranks(check, fp32_plan.layout)}
+
+    def _agreement(self, reference: dict) -> dict:
+        """How many ranks the run's precision changes against fp32, for the baseline and one condition."""
+        check = reference["condition"]
+        reduced = self._check_ranks(check, self.plan.layout)
+
+        def compare(fp32: ProtocolResult, other: ProtocolResult) -> dict:
+            return {"n_queries": int(len(fp32.ranks)), "ranks_differing": int((fp32.ranks != other.ranks).sum()),
+                    "max_rank_change": int(np.abs(fp32.ranks - other.ranks).max(initial=0)),
+                    "mrr_fp32": fp32.mrr, "mrr": other.mrr}
+        agreement = {"precision": str(self.ablation.precision),
+                     "baseline": compare(reference["baseline"], self.baseline),
+                     "condition": {"name": check.name, **compare(reference["condition_fp32"], reduced),
+                                   "delta_mrr_fp32": reference["condition_fp32"].mrr - reference["baseline"].mrr,
+                                   "delta_mrr": reduced.mrr - self.baseline.mrr}}
+        b, c = agreement["baseline"], agreement["condition"]
+        print(f"precision {agreement['precision']} against fp32: {b['ranks_differing']} of {b['n_queries']} baseline "
+              f"ranks differ (MRR {b['mrr_fp32']:.4f} -> {b['mrr']:.4f}); {check.name}: {c['ranks_differing']} "
+              f"differ, ΔMRR {c['delta_mrr_fp32']:+.4f} -> {c['delta_mrr']:+.4f}", file=sys.stderr)
+        return agreement
 
     def _ranks(self, queries, candidates) -> ProtocolResult:
-        return rank(self.evaluation.protocol, queries, candidates, self.task, self.evaluation)
+        rows = self.plan.score_rows if self.plan is not None else 1024
+        return rank(self.evaluation.protocol, queries, candidates, self.task, self.evaluation, block_rows=rows)
 
     def signature(self) -> dict:
         """Everything that decides a condition's per-query ranks: a resume must match it."""
@@ -90,6 +167,7 @@ class AblationStudy:
             "eval": {"protocol": str(self.evaluation.protocol), "rank_cutoff": self.evaluation.rank_cutoff,
                      "csn_batch_size": self.evaluation.csn_batch_size},
             "mode": str(a.mode), "side": str(a.side), "baseline_rr": rr_hash(self.baseline.rr),
+            "precision": str(a.precision),
         }
         if a.mode == "mean":
             signature["mean_set"] = {"mean_split": str(a.mean_split), "mean_samples": a.mean_samples}
@@ -103,12 +181,17 @@ class AblationStudy:
         a = self.ablation
         previous = Path(finished) / "conditions" if finished is not None else None
         store = ConditionStore(Path(folder) / "conditions", self.signature(), resume=resume, finished=previous)
-        if a.gradient:
+        if a.gradient_wanted:
             with self.timings.phase("gradient_s"):
                 self.grad = study_gradient_scores(self.encoder, self.task, self.embeddings, self.model,
-                                                  a.grad_temperature, str(a.side), self.cache_dir, self.progress)
+                                                  a.grad_temperature, str(a.side), self.cache_dir, self.progress,
+                                                  block_rows=self.plan.score_rows)
             if a.top_k:
                 self.conditions = top_k(self.conditions, self.grad, a.top_k)
+        if a.shard_of:
+            self.conditions = shard(self.conditions, *a.shard_of)
+            print(f"shard {a.shard}: {len(self.conditions)} conditions; its table is corrected over these only, "
+                  f"`aggregate` over the shards gives the study's", file=sys.stderr)
         with self.timings.phase("ablation_s"):
             pending = [c for c in self.conditions if not store.done(c.name)]
             if len(pending) < len(self.conditions):
@@ -120,8 +203,8 @@ class AblationStudy:
                                      self.embeddings.candidates if code_emb is None else code_emb)
                 store.save(condition.name, {"rr": result.rr.tolist(), "rank": result.ranks.tolist()})
 
-            run_conditions(self.encoder, self.task.queries, self.task.candidates, pending, save, self.model,
-                           means=self.means, max_cache_gb=a.max_cache_gb, progress=self.progress)
+            run_conditions(self.encoder, self.inputs["query"], self.inputs["code"], pending, save, self.means,
+                           self.plan.layout, self.progress)
         self.store = store
 
     def export(self, folder: Path) -> list[str]:
@@ -164,4 +247,13 @@ class AblationStudy:
             corpus_hash=self.data.corpus_hash, task_fingerprint=task.fingerprint(), protocol=self.baseline.summary(),
             baseline_mrr=self.baseline.mrr, n_conditions=len(self.conditions),
             n_significant=int(self.frame["significant"].sum()), correction=str(a.correction),
-            primary_test=str(a.primary_test), alpha=a.alpha, gradient_vs_exact=gradient_agreement(self.frame))
+            primary_test=str(a.primary_test), alpha=a.alpha, gradient_vs_exact=gradient_agreement(self.frame),
+            shard=a.shard, precision=self.precision_agreement or {"precision": str(a.precision)},
+            memory={**self.plan.summary(), "measured_peak": self.measured_peak()},
+            time_estimate=asdict(self.estimate))
+
+    def measured_peak(self) -> int:
+        """The largest memory the run has held: the process's resident set, or on a GPU the device's allocations."""
+        if self.encoder.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.encoder.device))
+        return peak_process_bytes()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from memory import PeakMemory, memory_mb  # noqa: E402
 
 from ablation.conditions import build_conditions  # noqa: E402
-from ablation.engine import run_conditions  # noqa: E402
+from ablation.engine import run_conditions, side_inputs  # noqa: E402
 from codesearch.builder import CorpusSettings, cached_corpus  # noqa: E402
 from codesearch.metrics import whole_pool  # noqa: E402
 from codesearch.readers import read_task  # noqa: E402
@@ -90,9 +90,9 @@ def main() -> None:
     with PeakMemory(encoder.device) as memory:
         sync(encoder.device)
         started = time.perf_counter()
-        run_conditions(encoder, task.queries, task.candidates, conditions,
-                       lambda cond, q, c: cached_ranks.__setitem__(cond.name, ranks(q, c)), sizes,
-                       max_cache_gb=1e9, progress=False)
+        run_conditions(encoder, side_inputs(encoder, task.queries, sizes.max_query_length, sizes.batch_size),
+                       side_inputs(encoder, task.candidates, sizes.max_code_length, sizes.batch_size), conditions,
+                       lambda cond, q, c: cached_ranks.__setitem__(cond.name, ranks(q, c)), progress=False)
         sync(encoder.device)
         seconds = time.perf_counter() - started
     results["cached"] = {"seconds": seconds, "peak_memory_mb": memory_mb(memory)}

@@ -1,18 +1,16 @@
 """Peak memory of a block of work, for the benchmarks (resident set sampled every 50 ms; CUDA's own peak)."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def rss_bytes() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+from heads.memory import process_bytes as rss_bytes  # noqa: E402
 
 
 class PeakMemory:

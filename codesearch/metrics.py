@@ -65,7 +65,7 @@ def ranks_from_scores(scores: np.ndarray | torch.Tensor, gold: np.ndarray) -> np
     scores: [queries, candidates]; gold: [queries] column index of each query's answer.
     """
     scores = torch.as_tensor(scores)
-    gold_t = torch.as_tensor(np.asarray(gold), dtype=torch.long)
+    gold_t = torch.as_tensor(np.asarray(gold), dtype=torch.long, device=scores.device)
     if not torch.isfinite(scores).all():
         raise ValueError("retrieval scores contain NaN or infinity: the encoder produced invalid embeddings")
     gold_scores = scores.gather(1, gold_t[:, None])
@@ -112,7 +112,7 @@ def csn_batches(query_emb: torch.Tensor, cand_emb: torch.Tensor, gold: np.ndarra
         batch_gold = gold[start:stop]
         # The batch's candidates are its queries' golds; a code shared by two queries counts once.
         columns, local_gold = np.unique(batch_gold, return_inverse=True)
-        scores = query_emb[start:stop] @ cand_emb[torch.as_tensor(columns)].T
+        scores = query_emb[start:stop] @ cand_emb[torch.as_tensor(columns, device=cand_emb.device)].T
         ranks.append(ranks_from_scores(scores, local_gold))
         index.append(np.arange(start, stop))
     ranks_arr = np.concatenate(ranks) if ranks else np.empty(0, dtype=np.int64)
@@ -122,9 +122,11 @@ def csn_batches(query_emb: torch.Tensor, cand_emb: torch.Tensor, gold: np.ndarra
 
 
 def evaluate_protocol(protocol: str, query_emb: torch.Tensor, cand_emb: torch.Tensor, gold: np.ndarray,
-                      rank_cutoff: int = 1000, csn_batch_size: int = 1000) -> ProtocolResult:
+                      rank_cutoff: int = 1000, csn_batch_size: int = 1000, block_rows: int = 1024) -> ProtocolResult:
+    """Per-query ranks under `protocol`; the embeddings may be on any device (the scores are computed there),
+    whole_pool scores `block_rows` queries at once."""
     if protocol == "whole_pool":
-        return whole_pool(query_emb, cand_emb, gold, rank_cutoff=rank_cutoff)
+        return whole_pool(query_emb, cand_emb, gold, rank_cutoff=rank_cutoff, chunk_size=block_rows)
     if protocol == "csn":
         return csn_batches(query_emb, cand_emb, gold, batch_size=csn_batch_size)
     raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")

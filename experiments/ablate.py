@@ -18,12 +18,15 @@ from .runs import Run, prepare_torch, study_key
 
 
 def ablation_label(cfg: DictConfig) -> str:
-    """The run's folder in its study: what is ablated, how, where, and a hash of the other settings."""
+    """The run's folder in its study: what is ablated, how, where, a hash of the other settings that decide its
+    numbers (not the memory budget, which only decides how the work is cut), and its shard."""
     a = as_sections(cfg).ablation
     heads = "all" if is_every_head(a.head_spec) else file_safe(head_set_name(a.head_spec))
     if not a.per_head:
         heads = "set-" + heads
-    return f"{heads[:40]}-{a.mode}-{a.side}-{study_key(cfg, ('ablation',))[:6]}"
+    key = study_key(cfg, ("ablation",), leave_out=("ablation.max_memory_gb", "ablation.shard"))[:6]
+    shard = f"-shard{a.shard_of[0]}of{a.shard_of[1]}" if a.shard_of else ""
+    return f"{heads[:40]}-{a.mode}-{a.side}-{key}{shard}"
 
 
 def run_ablate(cfg: DictConfig) -> Path:

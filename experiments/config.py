@@ -15,6 +15,7 @@ from typing import Any, get_type_hints
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ablation.settings import parse_shard
 from codesearch.errors import UserError
 from heads.settings import check_device
 
@@ -174,8 +175,15 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"ablation.{key}={a[key]}: must be at least 1")
     if a.grad_temperature <= 0:
         raise ConfigError(f"ablation.grad_temperature={a.grad_temperature}: must be positive")
-    if a.top_k and not a.gradient:
-        raise ConfigError("ablation.top_k needs ablation.gradient=true: the top heads are chosen by grad_score")
+    if a.top_k and a.gradient is False:
+        raise ConfigError("ablation.top_k needs the gradient (ablation.gradient=true or null): the top heads are "
+                          "chosen by grad_score")
+    if a.max_memory_gb is not None and a.max_memory_gb <= 0:
+        raise ConfigError(f"ablation.max_memory_gb={a.max_memory_gb}: must be positive (or null: what is available)")
+    try:
+        parse_shard(a.shard)
+    except UserError as exc:
+        raise ConfigError(str(exc)) from None
     if a.mode == "resample" and cfg.model.batch_size < 2:
         raise ConfigError("ablation.mode=resample needs model.batch_size >= 2: the donor is another input of the batch")
     pr = cfg.probe

@@ -35,10 +35,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40] or "x"
 
 
-def study_key(cfg: DictConfig, sections: tuple[str, ...]) -> str:
-    """A short hash of the settings that decide a study's numbers."""
+def study_key(cfg: DictConfig, sections: tuple[str, ...], leave_out: tuple[str, ...] = ()) -> str:
+    """A short hash of the settings that decide a study's numbers (`leave_out`: dotted keys of those sections that
+    do not, such as how the work is cut to fit in memory)."""
     plain = to_plain(cfg)
     payload = {name: plain[name] for name in sections if name in plain}
+    for key in leave_out:
+        section, name = key.split(".", 1)
+        payload.get(section, {}).pop(name, None)
     payload["seed"] = plain["seed"]
     return content_hash(payload, 8)
 

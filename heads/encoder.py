@@ -72,6 +72,7 @@ class Encoder:
         self.recipe = recipe
         self.info = info
         self.device = device
+        self.precision = "fp32"   # or tf32, bf16: see heads.models.set_precision
         config = model.config
         self.n_layers = config.num_hidden_layers
         self.n_heads = config.num_attention_heads

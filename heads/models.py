@@ -253,3 +253,23 @@ def random_init_copy(encoder: Encoder, seed: int) -> Encoder:
     model.eval().to(encoder.device)
     info = ModelInfo(**{**encoder.info.__dict__, "revision": f"random-init-seed{seed}"})
     return Encoder(model, encoder.tokenizer, encoder.recipe, info, encoder.device)
+
+
+def set_precision(encoder: Encoder, precision: str) -> None:
+    """Run the encoder in `precision` from now on: fp32; tf32 (CUDA matrix products on TensorFloat-32 cores, the
+    weights stay float32); bf16 (weights and activations in bfloat16; pooled embeddings are still returned as
+    float32). The change is in place and one way (bf16 weights do not go back to float32)."""
+    if precision == encoder.precision:
+        return
+    if encoder.precision != "fp32":
+        raise UserError(f"the encoder already runs in {encoder.precision}; load it again for {precision}")
+    if precision == "tf32":
+        if encoder.device.type != "cuda":
+            raise UserError("precision tf32 is a CUDA mode (TensorFloat-32 cores); on the CPU use fp32 or bf16")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    elif precision == "bf16":
+        encoder.model.to(torch.bfloat16)
+    elif precision != "fp32":
+        raise UserError(f"unknown precision {precision!r}: choose fp32, tf32 or bf16")
+    encoder.precision = precision

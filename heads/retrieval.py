@@ -25,11 +25,12 @@ class Embeddings:
 
 
 def rank(protocol: str, queries: torch.Tensor, candidates: torch.Tensor, task: RetrievalTask,
-         settings: EvalConfig) -> ProtocolResult:
-    """Per-query ranks of the task's gold candidates under one protocol."""
+         settings: EvalConfig, block_rows: int = 1024) -> ProtocolResult:
+    """Per-query ranks of the task's gold candidates under one protocol (scored on the embeddings' device, at most
+    `block_rows` queries at once)."""
     return evaluate_protocol(str(protocol), queries, candidates, np.asarray(task.gold),
                              rank_cutoff=settings.rank_cutoff,
-                             csn_batch_size=settings.csn_batch_size)
+                             csn_batch_size=settings.csn_batch_size, block_rows=block_rows)
 
 
 def rank_task(embeddings: Embeddings, task: RetrievalTask, settings: EvalConfig) -> dict[str, ProtocolResult]:
@@ -43,24 +44,38 @@ def embedding_signature(encoder: Encoder, task: RetrievalTask, model: ModelConfi
     return {"task": task.fingerprint(), "model": encoder.info.name, "revision": encoder.info.revision,
             "recipe": encoder.info.recipe, "max_query_length": model.max_query_length,
             "max_code_length": model.max_code_length, "batch_size": model.batch_size,
-            "device": str(encoder.device)}
+            "device": str(encoder.device), "precision": encoder.precision}
+
+
+def _cache_paths(encoder: Encoder, task: RetrievalTask, model: ModelConfig, cache_dir: Path) -> dict[str, Path]:
+    key = content_hash(embedding_signature(encoder, task, model))
+    return {side: Path(cache_dir) / "baseline" / f"{side}-{key}.pt" for side in ("queries", "candidates")}
+
+
+def baseline_cached(encoder: Encoder, task: RetrievalTask, model: ModelConfig, cache_dir: Path | None) -> bool:
+    """Whether both sides' embeddings are kept in `cache_dir` (a run then does not encode them)."""
+    return cache_dir is not None and all(p.is_file() for p in _cache_paths(encoder, task, model, cache_dir).values())
 
 
 def task_embeddings(encoder: Encoder, task: RetrievalTask, model: ModelConfig, cache_dir: Path | None = None,
                     progress: bool = True) -> Embeddings:
-    """The task's unmasked embeddings, on the length-sorted batches every ablation uses; kept in
-    `cache_dir/baseline/` (keyed by `embedding_signature`, checked on load) when a folder is given."""
-    signature = embedding_signature(encoder, task, model)
-    path = Path(cache_dir) / "baseline" / f"embeddings-{content_hash(signature)}.pt" if cache_dir else None
-    if path is not None and path.is_file():
-        stored = torch.load(path, weights_only=True)
-        if stored.get("signature") == json.dumps(signature, sort_keys=True):
-            return Embeddings(stored["queries"], stored["candidates"])
-    queries = encoder.encode(task.queries, model.max_query_length, model.batch_size, progress=progress,
-                             desc="encoding queries")
-    candidates = encoder.encode(task.candidates, model.max_code_length, model.batch_size, progress=progress,
-                                desc="encoding code")
-    if path is not None:
-        payload = {"signature": json.dumps(signature, sort_keys=True), "queries": queries, "candidates": candidates}
-        atomic_write(path, lambda tmp: torch.save(payload, tmp))
-    return Embeddings(queries, candidates)
+    """The task's unmasked float32 embeddings on the CPU, on the length-sorted batches every ablation uses; each side
+    kept in `cache_dir/baseline/` (keyed by `embedding_signature`, checked on load) as soon as it is encoded, so an
+    interrupted run does not encode it again."""
+    signature = json.dumps(embedding_signature(encoder, task, model), sort_keys=True)
+    paths = _cache_paths(encoder, task, model, cache_dir) if cache_dir else {}
+    sides = {}
+    for side, texts, length in (("queries", task.queries, model.max_query_length),
+                                ("candidates", task.candidates, model.max_code_length)):
+        path = paths.get(side)
+        if path is not None and path.is_file():
+            stored = torch.load(path, weights_only=True)
+            if stored.get("signature") == signature:
+                sides[side] = stored["embeddings"]
+                continue
+        sides[side] = encoder.encode(texts, length, model.batch_size, progress=progress,
+                                     desc=f"encoding {'queries' if side == 'queries' else 'code'}")
+        if path is not None:
+            payload = {"signature": signature, "embeddings": sides[side]}
+            atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return Embeddings(sides["queries"], sides["candidates"])

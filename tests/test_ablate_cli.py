@@ -151,6 +151,12 @@ def test_head_sets_modes_sides_and_top_k(tmp_path, csn_dir, tiny_bert_dir):
     ("ablation.mode=blur", "expected one of \\[zero, mean, resample\\]"),
     ("ablation.side=left", "expected one of \\[query, code, both\\]"),
     ("ablation.mode=mean", "ablation.mean_split=valid .*"),
+    ("ablation.max_memory_gb=0.001", "ablation.max_memory_gb=0.001 cannot hold the ablation: it needs at least"),
+    ("ablation.max_memory_gb=0", "ablation.max_memory_gb=0.0: must be positive"),
+    ("ablation.shard=0/2", "ablation.shard='0/2': give i/n with 1 <= i <= n"),
+    ("ablation.shard=three", "ablation.shard='three': give i/n"),
+    ("ablation.precision=tf32", "ablation.precision=tf32 is a CUDA mode"),
+    ("ablation.precision=fp16", "expected one of \\[fp32, tf32, bf16\\]"),
 ])
 def test_bad_input_fails_before_any_long_work(tmp_path, pairs_file, tiny_bert_dir, monkeypatch, capsys,
                                               override, message):

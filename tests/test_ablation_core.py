@@ -9,7 +9,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from ablation.conditions import Condition, build_conditions
-from ablation.engine import run_conditions
+from ablation.engine import run_conditions, side_inputs
 from ablation.gradient import gradient_scores, retrieval_loss
 from ablation.means import head_means
 from ablation.settings import ReportSettings
@@ -29,6 +29,12 @@ QUERIES = ["sum two numbers", "reverse a string", "read a file", "x", "parse lin
 CODES = ["def add(a, b): return a + b", "def rev(s): return s[::-1]", "def read(p): return open(p).read()",
          "y = 1", "for line in text.splitlines(): parse(line)", "len(text.split())", "return sorted(a + b)"]
 SIZES = ModelConfig(max_query_length=32, max_code_length=48, batch_size=3)
+
+
+def run_on_texts(encoder, conditions, on_result, **kwargs):
+    """The engine on QUERIES and CODES, at SIZES."""
+    run_conditions(encoder, side_inputs(encoder, QUERIES, 32, 3), side_inputs(encoder, CODES, 48, 3), conditions,
+                   on_result, progress=False, **kwargs)
 
 
 @pytest.fixture(params=["tiny_bert_dir", "tiny_roberta_dir"])
@@ -54,8 +60,7 @@ def test_cached_path_is_bit_identical_to_the_naive_path(encoder, mode, side):
                   for layer in range(encoder.n_layers) for head in (0, encoder.n_heads - 1)]
     conditions.append(Condition("set", (HeadId(0, 1), HeadId(encoder.n_layers - 1, 2)), mode, side))
     got = {}
-    run_conditions(encoder, QUERIES, CODES, conditions, lambda c, q, k: got.__setitem__(c.name, (q, k)), SIZES,
-                   means=means, progress=False)
+    run_on_texts(encoder, conditions, lambda c, q, k: got.__setitem__(c.name, (q, k)), means=means)
     assert set(got) == {c.name for c in conditions}
     baseline = naive(encoder, Condition("none", (HeadId(0, 0),), mode, "query"), means)["code"]
     for condition in conditions:
@@ -77,18 +82,11 @@ def test_cached_path_is_bit_identical_to_the_naive_path(encoder, mode, side):
 def test_builtin_model_cached_equals_naive(builtin_encoder):
     conditions = build_conditions("0.3,3.7,5.11", True, 6, 12)
     got = {}
-    run_conditions(builtin_encoder, QUERIES, CODES, conditions, lambda c, q, k: got.__setitem__(c.name, (q, k)),
-                   SIZES, progress=False)
+    run_on_texts(builtin_encoder, conditions, lambda c, q, k: got.__setitem__(c.name, (q, k)))
     for condition in conditions:
         reference = naive(builtin_encoder, condition, {"query": None, "code": None})
         assert torch.equal(got[condition.name][0], reference["query"])
         assert torch.equal(got[condition.name][1], reference["code"])
-
-
-def test_layer_cache_limit_is_checked_before_work(encoder):
-    with pytest.raises(UserError, match="layer cache needs about .* (GiB|MiB)"):
-        run_conditions(encoder, QUERIES, CODES, build_conditions("0.0", True, 2, 4), lambda *a: None, SIZES,
-                       max_cache_gb=1e-9, progress=False)
 
 
 def test_empty_mean_set_is_an_error(encoder):

@@ -306,16 +306,17 @@ def test_file_errors_name_the_first_line_of_the_record(tmp_path):
         list(iter_records(latin_csv))
 
 
-def test_a_small_layer_cache_is_said_in_mebibytes(pairs_file, tiny_bert_dir):
+def test_a_small_memory_need_is_said_in_mebibytes(tiny_bert_dir):
     from ablation.conditions import build_conditions
-    from ablation.engine import run_conditions
+    from ablation.engine import side_inputs
+    from ablation.plan import Budget, plan_memory
     from codesearch.errors import UserError
-    from heads.settings import ModelConfig
 
     encoder = load_encoder(str(tiny_bert_dir))
-    with pytest.raises(UserError, match=r"needs about \d+ MiB"):
-        run_conditions(encoder, ["a query"] * 3, ["some code"] * 3, build_conditions("0.0", True, 2, 4),
-                       lambda *a: None, ModelConfig(batch_size=2), max_cache_gb=1e-9, progress=False)
+    inputs = {"query": side_inputs(encoder, ["a query"] * 3, 32, 2), "code": side_inputs(encoder, ["code"] * 3, 48, 2)}
+    with pytest.raises(UserError, match=r"ablation.max_memory_gb=1e-06 cannot hold .* at least \d+ MiB"):
+        plan_memory(encoder, inputs, build_conditions("0.0", True, 2, 4), Budget(1024, "ablation.max_memory_gb=1e-06",
+                                                                                   0))
 
 
 def test_csv_rows_are_read_whole(tmp_path):

@@ -57,3 +57,16 @@ def test_package_imports_are_runtime_dependencies():
 
 def test_test_and_benchmark_imports_are_dev_dependencies():
     assert _undeclared(["tests", "benchmarks"], "dev") == []
+
+
+def test_torch_is_a_range_and_the_makefile_installs_a_pinned_build_first():
+    """A GPU user's `pip install` keeps the CUDA build already there; a machine like CI's gets the served build."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (torch,) = [r for r in project["dependencies"] if re.match(r"torch\b", r)]
+    assert "==" not in torch and ">=" in torch and "<" in torch
+    makefile = (ROOT / "Makefile").read_text()
+    pinned = re.search(r"^TORCH \?= (torch==[\d.]+)$", makefile, re.M)
+    assert pinned and makefile.count("pip install --quiet $(TORCH)") == 2
+    lower, upper = re.search(r">=([\d.]+),<([\d.]+)", torch).groups()
+    version = tuple(int(p) for p in pinned.group(1).split("==")[1].split("."))
+    assert tuple(int(p) for p in lower.split(".")) <= version < tuple(int(p) for p in upper.split("."))
