@@ -9,9 +9,9 @@ all its heads.
 Memory is bounded by the `Layout` (chosen by `ablation.plan` from `ablation.max_memory_gb`):
 - one chunk per side (the whole pool): every batch is cached at once; queries and code are walked in lockstep and
   each condition's embeddings are handed over as soon as its layer is done;
-- several chunks: the conditions are taken in groups (one first layer each, at most `group_size`); for each group
-  the chunks are walked one after another, each up to the group's layer, and the group's embeddings of the whole
-  pool are filled in chunk by chunk and handed over when its last chunk is done.
+- several chunks: the conditions are taken in groups of at most `group_size`, in layer order; for each group the
+  chunks are walked one after another, each up to the group's highest layer, and the group's embeddings of the
+  whole pool are filled in chunk by chunk and handed over when its last chunk is done.
 The batches are the same in every layout and each row is computed by the same operations, so the embeddings, and
 the ranks, are bit-identical whatever the chunks (the tests check every chunk size against the naive path).
 
@@ -58,7 +58,7 @@ def side_inputs(encoder: Encoder, texts: list[str], max_length: int, batch_size:
 class Layout:
     """How the work is cut to fit in memory: each side's batches in chunks of at most `chunk_tokens` padded tokens
     (0: one chunk, the whole side; a chunk always holds at least one batch), and, when a side has several chunks, the
-    conditions in groups of at most `group_size` sharing one first layer."""
+    conditions in groups of at most `group_size` (0: all in one)."""
     chunk_tokens: dict[str, int] = field(default_factory=dict)
     group_size: int = 0
 
@@ -163,19 +163,12 @@ ResultCallback = Callable[[Condition, "torch.Tensor | None", "torch.Tensor | Non
 
 
 def condition_groups(conditions: list[Condition], layout: Layout, chunked: bool) -> list[list[Condition]]:
-    """Conditions in order of their lowest layer; in one group when nothing is chunked, else in groups of one first
-    layer and at most `layout.group_size`."""
+    """Conditions in order of their lowest layer: in one group when nothing is chunked, else in consecutive groups
+    of at most `layout.group_size` (0: no limit). Each group walks the chunks up to its highest first layer."""
     ordered = sorted(conditions, key=lambda c: c.first_layer)
-    if not chunked:
+    if not chunked or not layout.group_size:
         return [ordered]
-    groups: list[list[Condition]] = []
-    for condition in ordered:
-        last = groups[-1] if groups else None
-        if (last is None or last[0].first_layer != condition.first_layer
-                or (layout.group_size and len(last) >= layout.group_size)):
-            groups.append([])
-        groups[-1].append(condition)
-    return groups
+    return [ordered[start:start + layout.group_size] for start in range(0, len(ordered), layout.group_size)]
 
 
 def run_conditions(encoder: Encoder, query_inputs: SideInputs, code_inputs: SideInputs, conditions: list[Condition],

@@ -32,6 +32,13 @@ AUTO_SHARE_DEVICE = 0.9     # of the free GPU memory
 MAX_SCORE_ROWS = 1024       # queries scored at once, at most
 SCORE_SHARE = 0.1           # of the budget, at most, for one block of scores
 SCORE_BYTES = 12            # per score: float32 score, the >= comparison, a margin for the gather
+# Conditions per group when chunked, at most (memory may allow fewer): each group walks the pool up to its highest
+# layer, so a group of at least a layer's heads keeps the walks a small part of the work; and at most this many, so
+# that an interruption loses little (a group's conditions are saved when the group ends).
+GROUP_CONDITIONS = 12
+# Of the room left beside the group, the share the chunks' cache takes: larger chunks are no faster (every batch is
+# walked once per group whatever the chunks), so the rest is left as slack for the allocator.
+CHUNK_SHARE = 0.5
 
 
 def gib(n_bytes: float) -> str:
@@ -93,7 +100,7 @@ class MemoryPlan:
     def describe(self) -> str:
         cut = ("every batch cached at once" if not self.chunked else
                f"chunks of the pool ({', '.join(f'{side} {n}' for side, n in self.chunks.items())}), conditions in "
-               f"groups of up to {self.group_size} (one first layer each)")
+               f"groups of up to {self.group_size}")
         return (f"memory: {cut}; about {gib(self.planned_peak)} of {gib(self.budget)} ({self.budget_source}): "
                 f"process {gib(self.fixed)}, baseline {gib(self.baseline)}, layer cache {gib(self.cache)} (whole: "
                 f"{gib(self.whole_cache)}), embeddings {gib(self.condition)} per condition held, scores "
@@ -143,12 +150,15 @@ def plan_memory(encoder: Encoder, inputs: dict[str, SideInputs], conditions: lis
             f"{gib(condition)}, one batch per side cached {gib(sum(batch_cache.values()))} and its forward "
             f"{gib(forward)}, scores {gib(scores)}); raise ablation.max_memory_gb, or lower model.batch_size or "
             f"model.max_code_length")
-    by_layer = condition_groups(conditions, WHOLE, chunked=True)
+    per_layer: dict[int, int] = {}
+    for c in conditions:
+        per_layer[c.first_layer] = per_layer.get(c.first_layer, 0) + 1
     if whole_cache + condition <= room:
         layout, group_size, cache, held = WHOLE, len(conditions), whole_cache, condition
     else:
-        group_size = max(1, min(max(len(g) for g in by_layer), (room - sum(batch_cache.values())) // condition))
-        cache_room = room - group_size * condition
+        wanted = max(GROUP_CONDITIONS, max(per_layer.values()))
+        group_size = max(1, min(wanted, len(conditions), (room - sum(batch_cache.values())) // condition))
+        cache_room = max(sum(batch_cache.values()), int(CHUNK_SHARE * (room - group_size * condition)))
         chunk_room = _share_cache(side_cache, batch_cache, cache_room)
         per_token = cache_bytes(encoder, 1, element)
         layout = Layout({side: 0 if chunk_room[side] >= side_cache[side] else chunk_room[side] // per_token

@@ -1,9 +1,10 @@
 """Head ablation at the benchmark's size: memory bounded by `ablation.max_memory_gb`, time against the naive loop,
 and (on a GPU) a CodeBERT-size model on a CodeXGLUE-Python-sized task.
 
-    python benchmarks/ablation_scale.py memory [--pools 1000,4000,16000,43827] [--max-memory-gb 2]
+    python benchmarks/ablation_scale.py memory [--pools 1000,4000,16000,43827] [--plan-pools ...] [--max-memory-gb 2]
     python benchmarks/ablation_scale.py time [--pool 300]
     python benchmarks/ablation_scale.py gpu [--queries 14918 --candidates 43827] [--device cuda]
+    python benchmarks/ablation_scale.py estimate [--device cpu]     # the plan and time of a whole map, not run
 
 The pools are synthetic CodeXGLUE-form sets of real code: the built-in corpus's functions (every split), repeated
 with a distinguishing token until the pool is full, with one query per 2.94 candidates as in CodeXGLUE's Python
@@ -12,10 +13,11 @@ test set (14,918 queries, 43,827 candidates).
 - memory: `codebert-heads ablate` of 12 heads (the built-in model's last layer, `5.*`) in a fresh process per pool,
   at the given budget; prints what the unchunked layer cache would need (the cache every batch at once holds:
   3 x tokens x hidden x 4 bytes), the plan, and the measured peak resident set of the whole process (run.json).
-- time: side by side in one process, on the same batches: the engine with every batch cached, the engine in
-  chunks of one batch with one condition per group (the tightest layout), and the naive loop (the whole model per
-  head, `Encoder.encode` with the mask hooked in); 12 heads, two per layer; prints the ratios and whether the
-  ranks agree.
+- time: side by side in one process, on the same batches: the engine with every batch cached; in chunks of one
+  batch with the 12 conditions in one group (what the plan picks when the cache does not fit and 12 conditions'
+  embeddings do); in chunks of one batch with one condition per group (the tightest layout); and the naive loop
+  (the whole model per head, `Encoder.encode` with the mask hooked in); 12 heads, two per layer; prints the ratios
+  and whether the ranks agree.
 - gpu: a random-init CodeBERT-size model (12 x 12 heads, hidden 768), every head as its own condition, whole-pool
   ranks on the device, in fp32 and bf16: time, the FLOP floor of the same work at the card's dense peak, and how
   many ranks bf16 changes.
@@ -112,14 +114,32 @@ def memory(args) -> dict:
                "unchunked_cache_gib": plan["whole_cache"] / GiB, "planned_peak_gib": plan["planned_peak"] / GiB,
                "measured_peak_gib": plan["measured_peak"] / GiB, "budget_gib": plan["budget"] / GiB,
                "chunks": plan["chunks"], "group_size": plan["group_size"], "timings": record["timings"],
-               "estimate_s": record["time_estimate"]}
+               "estimate_s": record["time_estimate"],
+               "plan_printed": [line for line in done.stderr.splitlines() if line.startswith("plan:")]}
         results.append(row)
         print(f"pool {pool:>6} ({n_queries:>5} queries): unchunked cache {row['unchunked_cache_gib']:6.2f} GiB | "
               f"planned {row['planned_peak_gib']:5.2f} GiB, measured peak {row['measured_peak_gib']:5.2f} GiB of "
               f"{row['budget_gib']:.2f} GiB | chunks {row['chunks']} | {seconds:.0f} s "
               f"(ablation {record['timings'].get('ablation_s', 0):.0f} s, estimated "
               f"{record['time_estimate']['ablation_s']:.0f} s)", flush=True)
-    return {"pools": results, "max_memory_gb": args.max_memory_gb}
+    planned = [plan_only(int(p), args.max_memory_gb) for p in args.plan_pools.split(",") if p]
+    return {"pools": results, "planned_only": planned, "max_memory_gb": args.max_memory_gb}
+
+
+def plan_only(pool: int, max_memory_gb: float) -> dict:
+    """The plan `ablate` would make for a pool (tokenized, not run): for pools too large to run here."""
+    encoder = load_encoder("builtin")
+    queries, candidates, _ = synthetic_task(pool)
+    inputs = {"query": side_inputs(encoder, queries, 128, 32), "code": side_inputs(encoder, candidates, 256, 32)}
+    conditions = build_conditions("5.*", True, encoder.n_layers, encoder.n_heads)
+    plan = plan_memory(encoder, inputs, conditions, memory_budget(max_memory_gb, encoder.device))
+    tokens = {side: sum(inputs[side].batch_tokens()) for side in inputs}
+    print(f"pool {pool:>6} ({len(queries):>5} queries), planned only: unchunked cache {plan.whole_cache / GiB:6.2f} "
+          f"GiB | planned {plan.planned_peak / GiB:5.2f} GiB of {plan.budget / GiB:.2f} GiB | chunks {plan.chunks} "
+          f"| padded tokens {tokens}", flush=True)
+    return {"candidates": pool, "queries": len(queries), "unchunked_cache_gib": plan.whole_cache / GiB,
+            "planned_peak_gib": plan.planned_peak / GiB, "budget_gib": plan.budget / GiB, "chunks": plan.chunks,
+            "padded_tokens": tokens}
 
 
 # ---------------------------------------------------------------- time
@@ -146,14 +166,16 @@ def speed(args) -> dict:
         return whole_pool(q, c, gold, rank_cutoff=0).ranks
 
     results, got = {}, {}
-    for name, layout in (("whole", WHOLE), ("chunks_of_one_batch", Layout({"query": 1, "code": 1}, 1))):
+    variants = (("whole", WHOLE), ("one_batch_chunks_one_group", Layout({"query": 1, "code": 1}, 12)),
+                ("one_batch_chunks_groups_of_one", Layout({"query": 1, "code": 1}, 1)))
+    for name, layout in variants:
         got[name] = {}
         with PeakMemory(encoder.device) as peak:
             seconds = timed(encoder.device, lambda: run_conditions(
                 encoder, *inputs, conditions, lambda c, q, k: got[name].__setitem__(c.name, ranks(q, k)),
                 layout=layout, progress=False))
         results[name] = {"seconds": seconds, "peak_memory_mb": memory_mb(peak)}
-        print(f"engine, {name.replace('_', ' ') + ':':22} {seconds:7.1f} s", flush=True)
+        print(f"engine, {name.replace('_', ' ') + ':':46} {seconds:7.1f} s", flush=True)
     naive = {}
 
     def naive_loop():
@@ -164,8 +186,8 @@ def speed(args) -> dict:
     with PeakMemory(encoder.device) as peak:
         seconds = timed(encoder.device, naive_loop)
     results["naive_same_batches"] = {"seconds": seconds, "peak_memory_mb": memory_mb(peak)}
-    print(f"naive, same batches:          {seconds:7.1f} s", flush=True)
-    for name in ("whole", "chunks_of_one_batch"):
+    print(f"naive, same batches: {seconds:7.1f} s", flush=True)
+    for name, _ in variants:
         results[name]["ratio_over_naive"] = results[name]["seconds"] / seconds
         results[name]["ranks_differing"] = int(sum((got[name][c] != naive[c]).sum() for c in naive))
         print(f"{name}: {results[name]['ratio_over_naive']:.3f} x the naive time, ranks differing "
@@ -249,30 +271,64 @@ def gpu(args) -> dict:
     return results
 
 
+# ---------------------------------------------------------------- estimate
+
+def estimate(args) -> dict:
+    """What a whole map would take at the task's size, without running it: the plan and the time estimate `ablate`
+    prints (from one timed batch on this machine), and the FLOP floor per condition at the given peaks."""
+    from ablation.plan import estimate_time, time_per_layer_token
+
+    queries, candidates, _ = synthetic_task(args.candidates, args.queries)
+    results = {}
+    for name, make in (("builtin", lambda: load_encoder("builtin", device=args.device)),
+                       ("codebert_size", lambda: codebert_size(args.device))):
+        encoder = make()
+        inputs = {"query": side_inputs(encoder, queries, 128, args.batch_size),
+                  "code": side_inputs(encoder, candidates, 256, args.batch_size)}
+        conditions = build_conditions("*", True, encoder.n_layers, encoder.n_heads)
+        plan = plan_memory(encoder, inputs, conditions, memory_budget(args.max_memory_gb, encoder.device))
+        guess = estimate_time(encoder, inputs, conditions, plan, False, ("query", "code"),
+                              time_per_layer_token(encoder, inputs))
+        flops = work_flops(encoder, list(inputs.values()), conditions, plan) / len(conditions)
+        floors = {p: flops / (t * 1e12) for p, t in {**H200_PEAK_TFLOPS, **args.peak_tflops}.items()}
+        results[name] = {"plan": plan.summary(), "estimate": guess.__dict__, "flops_per_condition": flops,
+                         "floor_s_per_condition": floors}
+        print(f"{encoder.info.name}, {len(queries)} queries x {len(candidates)} candidates on {args.device}: "
+              f"{plan.describe()}\n  {guess.describe()}\n  FLOP floor per condition: "
+              + ", ".join(f"{p} {s:.1f} s" for p, s in floors.items()), flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["memory", "time", "gpu"])
+    parser.add_argument("part", choices=["memory", "time", "gpu", "estimate"])
     parser.add_argument("--pools", default="1000,4000,16000,43827", help="memory: candidate pool sizes")
+    parser.add_argument("--plan-pools", default="", help="memory: pools only planned (tokenized, not run)")
     parser.add_argument("--max-memory-gb", type=float, default=None, help="the budget (memory: default 2)")
     parser.add_argument("--threads", type=int, default=0, help="memory: torch threads (0: as torch chooses)")
     parser.add_argument("--pool", type=int, default=300, help="time: queries and candidates")
-    parser.add_argument("--queries", type=int, default=14918, help="gpu: queries")
-    parser.add_argument("--candidates", type=int, default=43827, help="gpu: candidates")
-    parser.add_argument("--batch-size", type=int, default=128, help="gpu: sequences per batch")
+    parser.add_argument("--queries", type=int, default=14918, help="gpu, estimate: queries")
+    parser.add_argument("--candidates", type=int, default=43827, help="gpu, estimate: candidates")
+    parser.add_argument("--batch-size", type=int, default=None, help="gpu (default 128), estimate (default 32): "
+                        "sequences per batch")
     parser.add_argument("--peak-tflops", type=json.loads, default={}, help='gpu: the card\'s dense peaks, e.g. '
                         '\'{"fp32": 67, "bf16": 989.5}\' (default: an H200 SXM\'s)')
     parser.add_argument("--device", default=None, help="time: cpu (default); gpu: cuda (default)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    args.batch_size = args.batch_size or (128 if args.part == "gpu" else 32)
     if args.part == "memory":
         args.max_memory_gb = args.max_memory_gb or 2.0
         results = memory(args)
     elif args.part == "time":
         args.device = args.device or "cpu"
         results = speed(args)
-    else:
+    elif args.part == "gpu":
         args.device = args.device or "cuda"
         results = gpu(args)
+    else:
+        args.device = args.device or "cpu"
+        results = estimate(args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -193,3 +193,9 @@ def test_bf16_is_reported_against_fp32_ranks_computed_apart(tmp_path, pairs_file
     assert agreement["baseline"]["ranks_differing"] == int((fp32 != bf16).sum())
     assert agreement["baseline"]["mrr_fp32"] == pytest.approx((1 / fp32).mean())
     assert agreement["baseline"]["mrr"] == pytest.approx(record["baseline_mrr"]) == pytest.approx((1 / bf16).mean())
+    # What the W&B run shows of it.
+    from ablation.record import AblationRecord
+    from tracking.run_logs import resource_summary
+    summary = resource_summary(AblationRecord.read(out))
+    assert summary["precision/baseline_ranks_differing"] == agreement["baseline"]["ranks_differing"]
+    assert summary["memory/measured_peak_gib"] == record["memory"]["measured_peak"] / 2**30

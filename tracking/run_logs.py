@@ -82,9 +82,24 @@ def ablation_log(folder: Path, frame: pd.DataFrame, record: AblationRecord, name
     else:
         summary["stats/n_significant"] = record.n_significant
     summary.update(agreement_summary(record.gradient_vs_exact))
+    summary.update(resource_summary(record))
     return RunLog(job_type="ablation", name=name, results_dir=folder, history=history, summary=summary,
                   tables={"importance": frame}, images=_heatmap(folder), tags=["ablation", *tags],
                   **provenance(data, encoder, record.study))
+
+
+def resource_summary(record: AblationRecord) -> dict:
+    """How the run fitted the machine: its memory (planned and measured) and, in reduced precision, how many ranks
+    that precision changed against fp32."""
+    out = {f"memory/{key}_gib": record.memory[key] / 2**30 for key in ("budget", "planned_peak", "measured_peak")
+           if key in record.memory}
+    agreement = record.precision.get("baseline")
+    if agreement:
+        out["precision/baseline_ranks_differing"] = agreement["ranks_differing"]
+        out["precision/condition_ranks_differing"] = record.precision["condition"]["ranks_differing"]
+    if record.shard:
+        out["run/shard"] = record.shard
+    return out
 
 
 def aggregate_log(folder: Path, frame: pd.DataFrame, record: AggregateRecord) -> RunLog:
