@@ -92,14 +92,16 @@ def gradient_scores(encoder: Encoder, queries: list[str], candidates: list[str],
 
 
 def _cache(encoder: Encoder, task: RetrievalTask, model: ModelConfig, temperature: float, side: str,
-           cache_dir: Path) -> tuple[dict, Path]:
-    signature = {**embedding_signature(encoder, task, model), "temperature": temperature, "side": str(side)}
+           cache_dir: Path, precision: str | None = None) -> tuple[dict, Path]:
+    signature = {**embedding_signature(encoder, task, model, precision), "temperature": temperature,
+                 "side": str(side)}
     return signature, Path(cache_dir) / "baseline" / f"gradient-{content_hash(signature)}.json"
 
 
 def gradient_cached(encoder: Encoder, task: RetrievalTask, model: ModelConfig, temperature: float, side: str,
-                    cache_dir: Path) -> bool:
-    return _cache(encoder, task, model, temperature, side, cache_dir)[1].is_file()
+                    cache_dir: Path, precision: str | None = None) -> bool:
+    """Whether the scores (in `precision`, by default the encoder's) are kept in `cache_dir`."""
+    return _cache(encoder, task, model, temperature, side, cache_dir, precision)[1].is_file()
 
 
 def study_gradient_scores(encoder: Encoder, task: RetrievalTask, baseline: Embeddings, model: ModelConfig,

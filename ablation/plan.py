@@ -4,12 +4,15 @@ engine's `Layout` that keeps to it, and a time estimate from the first batches.
 What the process holds while it ablates, and how each part is counted:
 - `fixed`: the process as it stands when planning (model, data, libraries), measured; on a GPU, the model on it.
 - `baseline`: the unmasked embeddings of both sides, float32.
-- `scores`: one block of query × candidate scores being ranked (with its comparison), `score_rows` queries at once.
+- `scores`: one block of query × candidate scores being ranked (with its comparison), `SCORE_ROWS` queries at once
+  (fixed, as every evaluation here scores: the ranks never depend on the budget).
 - `forward`: one batch's pass through a layer (the feed-forward's inner states, attention weights), the largest.
 - `cache`: per cached batch, its layer input, head outputs and the next layer's input (3 × tokens × hidden).
 - `conditions`: each condition's embeddings of the whole pool, held until its ranks are taken.
 A budget that cannot hold every fixed part, one condition and one batch of each side is refused, naming the
-setting, before any long pass.
+setting, before any long pass; so is one that cannot hold the gradient's pass when the run computes it (`gradient`:
+the baseline's embeddings and their gradients, a block of the loss's scores, and the autograd graph of one batch
+through every layer).
 """
 from __future__ import annotations
 
@@ -29,9 +32,9 @@ from .engine import SIDES, WHOLE, Layout, SideInputs, condition_groups
 GiB = 2**30
 AUTO_SHARE_RAM = 0.8        # auto budget: this share of the memory available when the run starts
 AUTO_SHARE_DEVICE = 0.9     # of the free GPU memory
-MAX_SCORE_ROWS = 1024       # queries scored at once, at most
-SCORE_SHARE = 0.1           # of the budget, at most, for one block of scores
+SCORE_ROWS = 1024           # queries scored at once (whole_pool's block, as `evaluate` scores)
 SCORE_BYTES = 12            # per score: float32 score, the >= comparison, a margin for the gather
+LOSS_SCORE_BYTES = 16       # per score of the gradient's loss: scores, saved log-softmax, their gradient
 # Conditions per group when chunked, at most (memory may allow fewer): each group walks the pool up to its highest
 # layer, so a group of at least a layer's heads keeps the walks a small part of the work; and at most this many, so
 # that an interruption loses little (a group's conditions are saved when the group ends).
@@ -53,18 +56,26 @@ class Budget:
 
 
 def memory_budget(max_memory_gb: float | None, device: torch.device) -> Budget:
-    """The bytes the ablation may use in all: `max_memory_gb`, or (null) a share of what is available now. On a
-    GPU the budget is the device's (the model, the cache and the scoring live there), never more than is free."""
+    """The bytes the ablation may use in all: `max_memory_gb`, or (null) this process and a share of what is
+    available now. On a GPU the budget is the device's (the model, the cache and the scoring live there), never
+    more than is free."""
     if device.type == "cuda":
         held, free = device_bytes(device)
         auto = held + int(AUTO_SHARE_DEVICE * free)
         if max_memory_gb is None:
-            return Budget(auto, f"{AUTO_SHARE_DEVICE:.0%} of the free memory of {device}", held)
-        return Budget(min(auto, int(max_memory_gb * GiB)), f"ablation.max_memory_gb={max_memory_gb} on {device}",
-                      held)
+            return Budget(auto, f"ablation.max_memory_gb=null: {AUTO_SHARE_DEVICE:.0%} of the free memory of {device}",
+                          held)
+        if auto < max_memory_gb * GiB:
+            return Budget(auto, f"ablation.max_memory_gb={max_memory_gb}, capped at {AUTO_SHARE_DEVICE:.0%} of the "
+                                f"free memory of {device}", held)
+        return Budget(int(max_memory_gb * GiB), f"ablation.max_memory_gb={max_memory_gb} on {device}", held)
     held = process_bytes()
     if max_memory_gb is None:
-        return Budget(held + int(AUTO_SHARE_RAM * available_bytes()),
+        available = available_bytes()
+        if not available:
+            raise UserError("cannot tell how much memory this machine has available (no /proc/meminfo): set "
+                            "ablation.max_memory_gb")
+        return Budget(held + int(AUTO_SHARE_RAM * available),
                       f"ablation.max_memory_gb=null: this process and {AUTO_SHARE_RAM:.0%} of the available memory",
                       held)
     return Budget(int(max_memory_gb * GiB), f"ablation.max_memory_gb={max_memory_gb}", held)
@@ -124,17 +135,35 @@ def forward_bytes(encoder: Encoder, inputs: SideInputs, element: int) -> int:
     return largest
 
 
+def gradient_bytes(encoder: Encoder, inputs: dict[str, SideInputs], element: int) -> int:
+    """The gradient pass's peak beside the process: the baseline's embeddings and their gradients, a block of the
+    loss's scores, and the autograd graph of the largest batch through every layer (each layer keeps its inputs,
+    projections, attention weights and feed-forward states for the backward pass)."""
+    config = encoder.model.config
+    dim = config.hidden_size
+    n_queries, n_candidates = inputs["query"].n, inputs["code"].n
+    embeddings = 3 * (n_queries + n_candidates) * dim * 4
+    loss = min(SCORE_ROWS, n_queries) * n_candidates * LOSS_SCORE_BYTES
+    graph = 0
+    for side in SIDES:
+        for batch in inputs[side].batches:
+            rows, width = batch.input_ids.shape
+            per_layer = rows * width * (12 * dim + 2 * config.intermediate_size) \
+                + 2 * rows * config.num_attention_heads * width * width
+            graph = max(graph, per_layer * encoder.n_layers * element)
+    return embeddings + loss + graph
+
+
 def plan_memory(encoder: Encoder, inputs: dict[str, SideInputs], conditions: list[Condition],
-                budget: Budget, element: int = 4) -> MemoryPlan:
+                budget: Budget, element: int = 4, gradient: bool = False) -> MemoryPlan:
     """The layout that fits the budget (activations of `element` bytes: 4 in fp32 and tf32, 2 in bf16): everything
     cached at once when it fits, else the pool in chunks with as many conditions held at once as fit; refused when
-    not even one condition and one batch per side fit."""
+    not even one condition and one batch per side fit, or (with `gradient`) when the gradient's pass does not."""
     touched = [side for side in SIDES if any(c.affects(side) for c in conditions)]
     dim = encoder.model.config.hidden_size
     n_queries, n_candidates = inputs["query"].n, inputs["code"].n
     baseline = (n_queries + n_candidates) * dim * 4
-    score_rows = max(1, min(MAX_SCORE_ROWS, n_queries,
-                            int(SCORE_SHARE * budget.bytes) // max(1, n_candidates * SCORE_BYTES)))
+    score_rows = min(SCORE_ROWS, max(1, n_queries))
     scores = score_rows * n_candidates * SCORE_BYTES
     forward = max(forward_bytes(encoder, inputs[side], element) for side in touched)
     condition = sum(inputs[side].n for side in touched) * dim * 4
@@ -150,6 +179,14 @@ def plan_memory(encoder: Encoder, inputs: dict[str, SideInputs], conditions: lis
             f"{gib(condition)}, one batch per side cached {gib(sum(batch_cache.values()))} and its forward "
             f"{gib(forward)}, scores {gib(scores)}); raise ablation.max_memory_gb, or lower model.batch_size or "
             f"model.max_code_length")
+    if gradient:
+        needed = budget.fixed + gradient_bytes(encoder, inputs, element)
+        if needed > budget.bytes:
+            raise UserError(
+                f"{budget.source} cannot hold the gradient estimate's pass: it needs about {gib(needed)} (this "
+                f"process {gib(budget.fixed)}, the baseline's embeddings and their gradients, the loss's scores, one "
+                f"batch's graph through every layer); raise ablation.max_memory_gb, lower model.batch_size, or set "
+                f"ablation.gradient=false")
     per_layer: dict[int, int] = {}
     for c in conditions:
         per_layer[c.first_layer] = per_layer.get(c.first_layer, 0) + 1
@@ -196,7 +233,7 @@ def _share_cache(whole: dict[str, int], least: dict[str, int], room: int) -> dic
 
 @dataclass
 class TimeEstimate:
-    """Seconds, estimated from one timed batch per side (the longest: an upper bound per token)."""
+    """Seconds, estimated from one timed batch (the longest: an upper bound per token)."""
     seconds_per_layer_token: float
     baseline_s: float
     gradient_s: float
@@ -241,23 +278,28 @@ def _synchronize(device: torch.device) -> None:
 
 
 def estimate_time(encoder: Encoder, inputs: dict[str, SideInputs], conditions: list[Condition], plan: MemoryPlan,
-                  baseline_cached: bool, gradient_sides: tuple[str, ...], seconds_per_layer_token: float
-                  ) -> TimeEstimate:
-    """Baseline (one pass of both sides, unless cached), gradient (a forward and a backward of the sides it takes,
-    about three passes) and the ablation: the walks of the cache up to each group's layer, and each condition's
-    rerun from its layer up."""
+                  baseline_passes: int, gradient_sides: tuple[str, ...], seconds_per_layer_token: float,
+                  checks: tuple[Condition, ...] = ()) -> TimeEstimate:
+    """Baseline (`baseline_passes` passes of both sides: 0 when cached, 2 with a precision check's fp32 baseline),
+    gradient (a forward and a backward of the sides it takes, about three passes) and the ablation: the walks of the
+    cache up to each group's layer, and each condition's rerun from its layer up; `checks` are conditions run apart
+    as well (the precision check), each with its own walk."""
     tokens = {side: sum(inputs[side].batch_tokens()) for side in SIDES}
     layers = encoder.n_layers
     per = seconds_per_layer_token
-    baseline = 0.0 if baseline_cached else per * layers * sum(tokens.values())
+    baseline = per * layers * sum(tokens.values()) * baseline_passes
     gradient = 3 * per * layers * sum(tokens[side] for side in gradient_sides)
-    touched = [side for side in SIDES if any(c.affects(side) for c in conditions)]
-    walks = sum(max(c.first_layer for c in group) + 1
-                for group in condition_groups(conditions, plan.layout, plan.chunked)) if conditions else 0
+    touched = [side for side in SIDES if any(c.affects(side) for c in (*conditions, *checks))]
     walk_tokens = sum(tokens[side] for side in touched)
-    reruns = sum((layers - c.first_layer) * sum(tokens[s] for s in touched if c.affects(s)) for c in conditions)
-    ablation = per * (walks * walk_tokens + reruns)
-    return TimeEstimate(per, baseline, gradient, ablation, ablation / max(1, len(conditions)))
+
+    def walks_and_reruns(group_list: list[list[Condition]]) -> float:
+        walks = sum(max(c.first_layer for c in group) + 1 for group in group_list)
+        reruns = sum((layers - c.first_layer) * sum(tokens[s] for s in touched if c.affects(s))
+                     for group in group_list for c in group)
+        return per * (walks * walk_tokens + reruns)
+    ablation = walks_and_reruns(condition_groups(conditions, plan.layout, plan.chunked)) if conditions else 0.0
+    checked = walks_and_reruns([[c] for c in checks])
+    return TimeEstimate(per, baseline, gradient, ablation + checked, ablation / max(1, len(conditions)))
 
 
 def report_plan(plan: MemoryPlan, estimate: TimeEstimate) -> None:

@@ -57,8 +57,9 @@ class AblationConfig:
     top_k: int = setting("0: ablate every head of the spec exactly; k > 0: only the k heads with the largest "
                          "|grad_score| (needs the gradient, so not ablation.gradient=false)", 0)
     max_memory_gb: Optional[float] = setting("memory the ablation may use in all (process, layer cache, embeddings, "
-                                             "score blocks); the pool is cut in chunks to keep to it. null = 80% of "
-                                             "the memory available at the start (90% of the free memory on a GPU)",
+                                             "score blocks; on a GPU, the device's memory); the pool is cut in chunks "
+                                             "to keep to it. null = this process and 80% of the memory available at "
+                                             "the start (on a GPU, 90% of its free memory)",
                                              None)
     precision: Precision = setting("fp32; tf32 (CUDA) or bf16, reported with how many ranks differ from fp32 on "
                                    "the same run", Precision.fp32)

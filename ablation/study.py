@@ -72,8 +72,11 @@ class AblationStudy:
         if a.top_k > len(self.conditions):
             print(f"note: ablation.top_k={a.top_k}, but the spec has {len(self.conditions)} heads: all of them are "
                   f"ablated", file=sys.stderr)
-        warning = unreachable_significance(min(a.top_k or len(self.conditions), len(self.conditions)),
-                                           self.report_settings)
+        count = min(a.top_k or len(self.conditions), len(self.conditions))
+        if a.shard_of and a.shard_of[0] > count:
+            raise UserError(f"ablation.shard={a.shard}: this run has only {count} condition{'s' * (count != 1)}, so "
+                            f"shard {a.shard_of[0]} of {a.shard_of[1]} would be empty; use at most {count} shards")
+        warning = unreachable_significance(count, self.report_settings)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
 
@@ -88,29 +91,51 @@ class AblationStudy:
                                             self.progress)
             self.inputs = {"query": side_inputs(self.encoder, self.task.queries, m.max_query_length, m.batch_size),
                            "code": side_inputs(self.encoder, self.task.candidates, m.max_code_length, m.batch_size)}
-            self.plan = self._plan(str(a.precision))
-            fp32_plan = self._plan("fp32") if a.precision != "fp32" else self.plan
-            cached = baseline_cached(self.encoder, self.task, m, self.cache_dir)
-            gradient_sides = () if not a.gradient_wanted or gradient_cached(
-                self.encoder, self.task, m, a.grad_temperature, str(a.side), self.cache_dir) else \
-                tuple(s for s in ("query", "code") if self.conditions[0].affects(s))
-            self.estimate = estimate_time(self.encoder, self.inputs, self.conditions, self.plan, cached,
-                                          gradient_sides, time_per_layer_token(self.encoder, self.inputs))
+            self.plan = self._plan(str(a.precision), a.gradient_wanted)
+            check = min(self.conditions, key=lambda c: c.first_layer)   # the precision check's condition
+            fp32_plan = self.plan if a.precision == "fp32" else self._fp32_plan(check)
+            self.estimate = self._estimate(check)
             report_plan(self.plan, self.estimate)
         with self.timings.phase("baseline_s"):
             print(f"baseline: {len(self.task)} queries, {len(self.task.candidates)} candidates", file=sys.stderr)
             if a.precision != "fp32":
-                reference = self._fp32_reference(fp32_plan)
+                reference = self._fp32_reference(fp32_plan, check)
                 set_precision(self.encoder, str(a.precision))
             self.embeddings = self._baseline_embeddings()
             self.baseline = self._ranks(self.embeddings.queries, self.embeddings.candidates)
             if a.precision != "fp32":
                 self.precision_agreement = self._agreement(reference)
 
-    def _plan(self, precision: str):
+    def _plan(self, precision: str, gradient: bool = False, conditions: list[Condition] | None = None):
         element = 2 if precision == "bf16" else 4
         budget = memory_budget(self.ablation.max_memory_gb, self.encoder.device)
-        return plan_memory(self.encoder, self.inputs, self.conditions, budget, element)
+        return plan_memory(self.encoder, self.inputs, conditions or self.conditions, budget, element, gradient)
+
+    def _fp32_plan(self, check: Condition):
+        """The plan of the precision check's condition in fp32 (twice the cache of bf16)."""
+        try:
+            return self._plan("fp32", conditions=[check])
+        except UserError as exc:
+            raise UserError(f"ablation.precision={self.ablation.precision} is checked against fp32 on the baseline "
+                            f"and {check.name}, and that check does not fit: {exc}") from None
+
+    def _estimate(self, check: Condition):
+        """The time estimate, before any long pass: the conditions this run will ablate (its shard; for top_k, as
+        many as it keeps), the baselines and gradient not yet cached, the precision check."""
+        a, m = self.ablation, self.model
+        precision = str(a.precision)
+        conditions = self.conditions[:a.top_k or None]
+        if a.shard_of:
+            conditions = shard(conditions, *a.shard_of)
+        passes = int(not baseline_cached(self.encoder, self.task, m, self.cache_dir, precision))
+        if precision != "fp32":
+            passes += int(not baseline_cached(self.encoder, self.task, m, self.cache_dir, "fp32"))
+        gradient_sides = () if not a.gradient_wanted or gradient_cached(
+            self.encoder, self.task, m, a.grad_temperature, str(a.side), self.cache_dir, precision) else \
+            tuple(s for s in ("query", "code") if check.affects(s))
+        checks = (check, check) if precision != "fp32" else ()
+        return estimate_time(self.encoder, self.inputs, conditions, self.plan, passes, gradient_sides,
+                             time_per_layer_token(self.encoder, self.inputs), checks)
 
     def _baseline_embeddings(self) -> Embeddings:
         """The unmasked embeddings, on the device the scores are computed on."""
@@ -125,10 +150,9 @@ class AblationStudy:
         return self._ranks(self.embeddings.queries if got["q"] is None else got["q"],
                            self.embeddings.candidates if got["k"] is None else got["k"])
 
-    def _fp32_reference(self, fp32_plan) -> dict:
-        """The baseline's and the first condition's ranks in fp32, before the encoder leaves it."""
+    def _fp32_reference(self, fp32_plan, check: Condition) -> dict:
+        """The baseline's and the check condition's ranks in fp32, before the encoder leaves it."""
         self.embeddings = self._baseline_embeddings()
-        check = min(self.conditions, key=lambda c: c.first_layer)
         print(f"precision check: the baseline and {check.name} in fp32", file=sys.stderr)
         return {"baseline": self._ranks(self.embeddings.queries, self.embeddings.candidates),
                 "condition": check, "condition_fp32": self._check_ranks(check, fp32_plan.layout)}

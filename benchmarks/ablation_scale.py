@@ -241,7 +241,7 @@ def gpu(args) -> dict:
     queries, candidates, gold = synthetic_task(args.candidates, args.queries)
     inputs = (side_inputs(encoder, queries, 128, args.batch_size), side_inputs(encoder, candidates, 256,
                                                                                 args.batch_size))
-    conditions = build_conditions("*", True, encoder.n_layers, encoder.n_heads)
+    conditions = build_conditions(args.heads, True, encoder.n_layers, encoder.n_heads)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{encoder.info.name} on {card}: {len(conditions)} conditions, {len(queries)} queries, "
           f"{len(candidates)} candidates", flush=True)
@@ -313,6 +313,7 @@ def main() -> None:
                         "sequences per batch")
     parser.add_argument("--peak-tflops", type=json.loads, default={}, help='gpu: the card\'s dense peaks, e.g. '
                         '\'{"fp32": 67, "bf16": 989.5}\' (default: an H200 SXM\'s)')
+    parser.add_argument("--heads", default="*", help="gpu: the heads, one condition each (default every head)")
     parser.add_argument("--device", default=None, help="time: cpu (default); gpu: cuda (default)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()

@@ -12,6 +12,7 @@ the gold (the gold included), as CodeSearchNet's `compute_ranks` counts `distanc
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,18 @@ class ProtocolSummary:
     notes: str = ""
 
 
+@contextlib.contextmanager
+def full_float32():
+    """Scores in full float32 even when the model runs with TensorFloat-32 products (`ablation.precision=tf32` turns
+    on a process-wide CUDA switch): a rank must not move because the encoder's precision did."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
 def ranks_from_scores(scores: np.ndarray | torch.Tensor, gold: np.ndarray) -> np.ndarray:
     """1-based rank of each row's gold column; a tie with the gold counts against it.
 
@@ -86,7 +99,8 @@ def whole_pool(query_emb: torch.Tensor, cand_emb: torch.Tensor, gold: np.ndarray
     ranks = np.empty(len(gold), dtype=np.int64)
     for start in range(0, len(gold), chunk_size):
         stop = min(start + chunk_size, len(gold))
-        scores = query_emb[start:stop] @ cand_emb.T
+        with full_float32():
+            scores = query_emb[start:stop] @ cand_emb.T
         ranks[start:stop] = ranks_from_scores(scores, gold[start:stop])
     notes = f"reciprocal rank 0 beyond rank {rank_cutoff}" if rank_cutoff > 0 else ""
     return ProtocolResult("whole_pool", np.arange(len(gold)), ranks, reciprocal_ranks(ranks, rank_cutoff),
@@ -112,7 +126,8 @@ def csn_batches(query_emb: torch.Tensor, cand_emb: torch.Tensor, gold: np.ndarra
         batch_gold = gold[start:stop]
         # The batch's candidates are its queries' golds; a code shared by two queries counts once.
         columns, local_gold = np.unique(batch_gold, return_inverse=True)
-        scores = query_emb[start:stop] @ cand_emb[torch.as_tensor(columns, device=cand_emb.device)].T
+        with full_float32():
+            scores = query_emb[start:stop] @ cand_emb[torch.as_tensor(columns, device=cand_emb.device)].T
         ranks.append(ranks_from_scores(scores, local_gold))
         index.append(np.arange(start, stop))
     ranks_arr = np.concatenate(ranks) if ranks else np.empty(0, dtype=np.int64)

@@ -2,6 +2,8 @@
 `/proc`), or a CUDA device's."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -28,8 +30,27 @@ def peak_process_bytes() -> int:
 
 
 def available_bytes() -> int:
-    """Memory the machine can still give without swapping (0 where unknown)."""
-    return _proc_field("/proc/meminfo", "MemAvailable")
+    """Memory this process can still take without swapping (0 where unknown): the machine's available memory, or
+    less where a cgroup limit (a SLURM job's --mem, a container's -m) leaves less."""
+    available = _proc_field("/proc/meminfo", "MemAvailable")
+    left = _cgroup_left()
+    return min(available, left) if left is not None and available else available
+
+
+def _cgroup_left() -> int | None:
+    """What this process's memory cgroup (v2, else v1) still allows; None without a limit."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 2**60:
+            return None
+        return max(0, int(limit) - usage)
+    return None
 
 
 def device_bytes(device: torch.device) -> tuple[int, int]:

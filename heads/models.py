@@ -257,8 +257,9 @@ def random_init_copy(encoder: Encoder, seed: int) -> Encoder:
 
 def set_precision(encoder: Encoder, precision: str) -> None:
     """Run the encoder in `precision` from now on: fp32; tf32 (CUDA matrix products on TensorFloat-32 cores, the
-    weights stay float32); bf16 (weights and activations in bfloat16; pooled embeddings are still returned as
-    float32). The change is in place and one way (bf16 weights do not go back to float32)."""
+    weights stay float32; a process-wide switch, which the retrieval scores turn off for their own products);
+    bf16 (weights and activations in bfloat16; pooled embeddings are still returned as float32). The change is in
+    place and one way (bf16 weights do not go back to float32)."""
     if precision == encoder.precision:
         return
     if encoder.precision != "fp32":

@@ -39,22 +39,27 @@ def rank_task(embeddings: Embeddings, task: RetrievalTask, settings: EvalConfig)
     return {str(p): rank(p, embeddings.queries, embeddings.candidates, task, settings) for p in protocols}
 
 
-def embedding_signature(encoder: Encoder, task: RetrievalTask, model: ModelConfig) -> dict:
-    """Everything that decides a task's embeddings, to the last bit."""
+def embedding_signature(encoder: Encoder, task: RetrievalTask, model: ModelConfig,
+                        precision: str | None = None) -> dict:
+    """Everything that decides a task's embeddings, to the last bit (in `precision`, by default the encoder's)."""
     return {"task": task.fingerprint(), "model": encoder.info.name, "revision": encoder.info.revision,
             "recipe": encoder.info.recipe, "max_query_length": model.max_query_length,
             "max_code_length": model.max_code_length, "batch_size": model.batch_size,
-            "device": str(encoder.device), "precision": encoder.precision}
+            "device": str(encoder.device), "precision": precision or encoder.precision}
 
 
-def _cache_paths(encoder: Encoder, task: RetrievalTask, model: ModelConfig, cache_dir: Path) -> dict[str, Path]:
-    key = content_hash(embedding_signature(encoder, task, model))
+def _cache_paths(encoder: Encoder, task: RetrievalTask, model: ModelConfig, cache_dir: Path,
+                 precision: str | None = None) -> dict[str, Path]:
+    key = content_hash(embedding_signature(encoder, task, model, precision))
     return {side: Path(cache_dir) / "baseline" / f"{side}-{key}.pt" for side in ("queries", "candidates")}
 
 
-def baseline_cached(encoder: Encoder, task: RetrievalTask, model: ModelConfig, cache_dir: Path | None) -> bool:
-    """Whether both sides' embeddings are kept in `cache_dir` (a run then does not encode them)."""
-    return cache_dir is not None and all(p.is_file() for p in _cache_paths(encoder, task, model, cache_dir).values())
+def baseline_cached(encoder: Encoder, task: RetrievalTask, model: ModelConfig, cache_dir: Path | None,
+                    precision: str | None = None) -> bool:
+    """Whether both sides' embeddings (in `precision`, by default the encoder's) are kept in `cache_dir` (a run
+    then does not encode them)."""
+    return cache_dir is not None and all(
+        p.is_file() for p in _cache_paths(encoder, task, model, cache_dir, precision).values())
 
 
 def task_embeddings(encoder: Encoder, task: RetrievalTask, model: ModelConfig, cache_dir: Path | None = None,

@@ -155,6 +155,7 @@ def test_head_sets_modes_sides_and_top_k(tmp_path, csn_dir, tiny_bert_dir):
     ("ablation.max_memory_gb=0", "ablation.max_memory_gb=0.0: must be positive"),
     ("ablation.shard=0/2", "ablation.shard='0/2': give i/n with 1 <= i <= n"),
     ("ablation.shard=three", "ablation.shard='three': give i/n"),
+    ("ablation.heads=0.1,1.2 ablation.shard=3/3", "only 2 conditions, so shard 3 of 3 would be empty"),
     ("ablation.precision=tf32", "ablation.precision=tf32 is a CUDA mode"),
     ("ablation.precision=fp16", "expected one of \\[fp32, tf32, bf16\\]"),
 ])
@@ -164,7 +165,8 @@ def test_bad_input_fails_before_any_long_work(tmp_path, pairs_file, tiny_bert_di
         raise AssertionError("long work started")
 
     monkeypatch.setattr(study, "task_embeddings", must_not_run)
-    code = ablate(f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"output_dir={tmp_path / 'x'}", override)
+    code = ablate(f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"output_dir={tmp_path / 'x'}",
+                  *override.split())
     assert code == 2
     assert re.search(message, capsys.readouterr().err)
 

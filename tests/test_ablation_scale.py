@@ -114,6 +114,14 @@ def test_the_plan_chunks_what_does_not_fit_and_keeps_to_the_budget(encoders):
     plan = plan_memory(encoder, inputs, conditions, two)
     assert plan.group_size == 2 and plan.planned_peak <= two.bytes
     assert plan.chunks == {"query": len(query.batches), "code": len(code.batches)}
+    # Room for the ablation but not for the gradient's pass (a batch's graph through every layer): refused when the
+    # run computes the gradient.
+    from ablation.plan import gradient_bytes
+    enough = Budget(fixed_parts + roomy.condition + least, "ablation.max_memory_gb=0.002", 0)
+    assert gradient_bytes(encoder, inputs, 4) > enough.bytes
+    plan_memory(encoder, inputs, conditions, enough)
+    with pytest.raises(UserError, match="ablation.max_memory_gb=0.002 cannot hold the gradient estimate's pass"):
+        plan_memory(encoder, inputs, conditions, enough, gradient=True)
     # Too small for one condition and one batch per side: refused, naming the setting.
     with pytest.raises(UserError, match="ablation.max_memory_gb=0.0001 cannot hold the ablation"):
         plan_memory(encoder, inputs, conditions, Budget(fixed_parts + roomy.condition, "ablation.max_memory_gb=0.0001",
