@@ -189,11 +189,11 @@ class Encoder:
         return pooled
 
     # -- the encode loop
-    def forward_batches(self, token_ids: list[list[int]], batch_size: int, hook: HookFn | None = None,
+    def forward_batches(self, token_ids: list[list[int]] | None, batch_size: int, hook: HookFn | None = None,
                         grad: bool = False, progress: bool = False, desc: str = "encoding",
                         type_ids: list[list[int]] | None = None,
-                        attach: Callable[[Batch], contextlib.AbstractContextManager] | None = None
-                        ) -> Iterator[tuple[Batch, torch.Tensor]]:
+                        attach: Callable[[Batch], contextlib.AbstractContextManager] | None = None,
+                        batches: list[Batch] | None = None) -> Iterator[tuple[Batch, torch.Tensor]]:
         """Every input through the model, in length-sorted batches: yields each batch with its pooled embeddings
         [batch, hidden] (in the model's dtype, on its device; without `grad`, inference tensors: read them, do not
         modify them in place).
@@ -202,11 +202,16 @@ class Encoder:
         (see `heads.hooks`); `attach(batch)`, a context entered around each batch's forward, may hook anything
         else with the batch at hand. Without `grad` the forward runs in inference mode; with it, the graph is kept
         so that the caller can backpropagate from each batch's embeddings. `type_ids` are the inputs' token types
-        (pairs).
+        (pairs). `batches`, instead of `token_ids`, are batches already made (some of a side's length-sorted
+        batches, e.g. to encode it part by part).
         """
-        batches = self.length_sorted_batches(token_ids, batch_size, type_ids)
-        for batch in tqdm(batches, total=len(_batch_bounds(len(token_ids), batch_size)) - 1, desc=desc, unit="batch",
-                          disable=not progress, file=sys.stderr, mininterval=1.0):
+        if batches is None:
+            total = len(_batch_bounds(len(token_ids), batch_size)) - 1
+            batches = self.length_sorted_batches(token_ids, batch_size, type_ids)
+        else:
+            total = len(batches)
+        for batch in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, file=sys.stderr,
+                          mininterval=1.0):
             with torch.enable_grad() if grad else torch.inference_mode():
                 hooked = contextlib.nullcontext() if hook is None else hook_z(self.model, hook, batch.attention_mask)
                 attached = contextlib.nullcontext() if attach is None else attach(batch)

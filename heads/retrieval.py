@@ -3,11 +3,14 @@ so that every run of a study shares one baseline), and ranking them under each p
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from codesearch.files import atomic_write
 from codesearch.hashing import content_hash
@@ -62,25 +65,62 @@ def baseline_cached(encoder: Encoder, task: RetrievalTask, model: ModelConfig, c
         p.is_file() for p in _cache_paths(encoder, task, model, cache_dir, precision).values())
 
 
+PART_BATCHES = 64   # batches per part of a side kept while it is encoded: an interruption loses at most one part
+
+
 def task_embeddings(encoder: Encoder, task: RetrievalTask, model: ModelConfig, cache_dir: Path | None = None,
                     progress: bool = True) -> Embeddings:
     """The task's unmasked float32 embeddings on the CPU, on the length-sorted batches every ablation uses; each side
-    kept in `cache_dir/baseline/` (keyed by `embedding_signature`, checked on load) as soon as it is encoded, so an
-    interrupted run does not encode it again."""
+    kept in `cache_dir/baseline/` (keyed by `embedding_signature`, checked on load), and while a side is encoded each
+    part of it as soon as it is done, so an interrupted run encodes again only the part it was in."""
     signature = json.dumps(embedding_signature(encoder, task, model), sort_keys=True)
     paths = _cache_paths(encoder, task, model, cache_dir) if cache_dir else {}
     sides = {}
     for side, texts, length in (("queries", task.queries, model.max_query_length),
                                 ("candidates", task.candidates, model.max_code_length)):
         path = paths.get(side)
-        if path is not None and path.is_file():
-            stored = torch.load(path, weights_only=True)
-            if stored.get("signature") == signature:
-                sides[side] = stored["embeddings"]
-                continue
-        sides[side] = encoder.encode(texts, length, model.batch_size, progress=progress,
-                                     desc=f"encoding {'queries' if side == 'queries' else 'code'}")
+        stored = _load(path, signature)
+        if stored is not None:
+            sides[side] = stored
+            continue
+        sides[side] = _encode_in_parts(encoder, texts, length, model.batch_size, path, signature, progress,
+                                       f"encoding {'queries' if side == 'queries' else 'code'}")
         if path is not None:
             payload = {"signature": signature, "embeddings": sides[side]}
             atomic_write(path, lambda tmp: torch.save(payload, tmp))
+            shutil.rmtree(path.with_suffix(".parts"), ignore_errors=True)
     return Embeddings(sides["queries"], sides["candidates"])
+
+
+def _load(path: Path | None, signature: str) -> torch.Tensor | None:
+    if path is None or not path.is_file():
+        return None
+    stored = torch.load(path, weights_only=True)
+    return stored["embeddings"] if stored.get("signature") == signature else None
+
+
+def _encode_in_parts(encoder: Encoder, texts: list[str], max_length: int, batch_size: int, path: Path | None,
+                     signature: str, progress: bool, desc: str) -> torch.Tensor:
+    """One side, `PART_BATCHES` batches at a time; with a `path`, each part is kept beside it (`<path>.parts/`) and a
+    part kept by an interrupted run is loaded instead of encoded. The batches are the whole side's, so the result
+    is bit-identical to `Encoder.encode`."""
+    batches = list(encoder.length_sorted_batches(encoder.tokenize(texts, max_length), batch_size))
+    out = torch.empty((len(texts), encoder.model.config.hidden_size), dtype=torch.float32)
+    bar = tqdm(total=len(batches), desc=desc, unit="batch", disable=not progress, file=sys.stderr, mininterval=1.0)
+    with bar:
+        for number, start in enumerate(range(0, len(batches), PART_BATCHES)):
+            part = batches[start:start + PART_BATCHES]
+            rows = torch.as_tensor([p for batch in part for p in batch.positions])
+            part_path = path.with_suffix(".parts") / f"{number}.pt" if path is not None else None
+            kept = _load(part_path, signature)
+            if kept is not None and len(kept) == len(rows):
+                out[rows] = kept
+                bar.update(len(part))
+                continue
+            for batch, pooled in encoder.forward_batches(None, batch_size, batches=part):
+                out[torch.as_tensor(batch.positions)] = pooled.float().cpu()
+                bar.update(1)
+            if part_path is not None:
+                payload = {"signature": signature, "embeddings": out[rows].clone()}
+                atomic_write(part_path, lambda tmp: torch.save(payload, tmp))
+    return out

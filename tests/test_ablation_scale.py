@@ -207,3 +207,41 @@ def test_bf16_is_reported_against_fp32_ranks_computed_apart(tmp_path, pairs_file
     summary = resource_summary(AblationRecord.read(out))
     assert summary["precision/baseline_ranks_differing"] == agreement["baseline"]["ranks_differing"]
     assert summary["memory/measured_peak_gib"] == record["memory"]["measured_peak"] / 2**30
+
+
+def test_an_interrupted_baseline_keeps_its_finished_parts(tmp_path, encoders, monkeypatch):
+    import heads.retrieval as retrieval
+    from codesearch.records import Example, RetrievalTask
+    from heads.settings import ModelConfig
+
+    encoder = encoders["roberta"]
+    task = RetrievalTask(source="test", form="pairs", examples=[Example(id=f"q{i}", query=q, code=c, language="python")
+                                                               for i, (q, c) in enumerate(zip(QUERIES, CODES))],
+                         candidate_ids=[f"q{i}" for i in range(len(CODES))], candidates=CODES,
+                         gold=list(range(len(CODES))), paired=True)
+    model = ModelConfig(max_query_length=24, max_code_length=40, batch_size=BATCH)
+    monkeypatch.setattr(retrieval, "PART_BATCHES", 2)
+    encoded = []
+    real = type(encoder).forward_batches
+
+    def dies_in_the_third_part_of_code(self, *args, **kwargs):
+        for item in real(self, *args, **kwargs):
+            encoded.append(item[0].input_ids.shape[1])
+            if len(encoded) == len(inputs_of(encoder)[0].batches) + 5:
+                raise KeyboardInterrupt
+            yield item
+    monkeypatch.setattr(type(encoder), "forward_batches", dies_in_the_third_part_of_code)
+    with pytest.raises(KeyboardInterrupt):
+        retrieval.task_embeddings(encoder, task, model, tmp_path, progress=False)
+    parts = sorted(p.name for p in (tmp_path / "baseline").glob("candidates-*.parts/*.pt"))
+    assert parts == ["0.pt", "1.pt"]                                 # two whole parts of code kept, not the third
+    monkeypatch.setattr(type(encoder), "forward_batches", real)
+    counted = []
+    monkeypatch.setattr(type(encoder), "forward_batches",
+                        lambda self, *a, **k: (counted.append(1) or item for item in real(self, *a, **k)))
+    resumed = retrieval.task_embeddings(encoder, task, model, tmp_path, progress=False)
+    n_code_batches = len(inputs_of(encoder)[1].batches)
+    assert len(counted) == n_code_batches - 4                        # only what the parts did not hold
+    assert torch.equal(resumed.candidates, encoder.encode(CODES, 40, BATCH, progress=False))
+    assert torch.equal(resumed.queries, encoder.encode(QUERIES, 24, BATCH, progress=False))
+    assert not list((tmp_path / "baseline").glob("*.parts"))         # the side is whole: its parts are gone
