@@ -13,11 +13,12 @@ test set (14,918 queries, 43,827 candidates).
 - memory: `codebert-heads ablate` of 12 heads (the built-in model's last layer, `5.*`) in a fresh process per pool,
   at the given budget; prints what the unchunked layer cache would need (the cache every batch at once holds:
   3 x tokens x hidden x 4 bytes), the plan, and the measured peak resident set of the whole process (run.json).
+  `--plan-pools` starts `ablate` on pools too large to run here and stops it after its plan (or its refusal).
 - time: side by side in one process, on the same batches: the engine with every batch cached; in chunks of one
-  batch with the 12 conditions in one group (what the plan picks when the cache does not fit and 12 conditions'
-  embeddings do); in chunks of one batch with one condition per group (the tightest layout); and the naive loop
-  (the whole model per head, `Encoder.encode` with the mask hooked in); 12 heads, two per layer; prints the ratios
-  and whether the ranks agree.
+  batch with groups of 12 conditions (what the plan picks when the cache does not fit and 12 conditions' embeddings
+  do); in chunks of one batch with one condition per group (the tightest layout); and the naive loop (the whole
+  model per head, `Encoder.encode` with the mask hooked in); 12 heads, two per layer (`--heads` for others, e.g. `*`
+  for the whole map); prints the ratios and whether the ranks agree.
 - gpu: a random-init CodeBERT-size model (12 x 12 heads, hidden 768), every head as its own condition, whole-pool
   ranks on the device, in fp32 and bf16: time, the FLOP floor of the same work at the card's dense peak, and how
   many ranks bf16 changes.
@@ -94,17 +95,21 @@ def write_codexglue(folder: Path, n_candidates: int) -> int:
 
 # ---------------------------------------------------------------- memory
 
+def ablate_command(folder: Path, max_memory_gb: float, threads: int) -> list[str]:
+    return [sys.executable, "-m", "experiments", "ablate", f"data.path={folder}/data", "ablation.heads=5.*",
+            "ablation.gradient=false", f"ablation.max_memory_gb={max_memory_gb}", "ablation.n_bootstrap=1000",
+            "ablation.n_permutations=1000", "wandb.mode=disabled", "progress=false", f"output_dir={folder}/run",
+            f"runs_dir={folder}/runs", f"threads={threads}"]
+
+
 def memory(args) -> dict:
     results = []
-    for pool in [int(p) for p in args.pools.split(",")]:
+    for pool in [int(p) for p in args.pools.split(",") if p]:
         with tempfile.TemporaryDirectory() as tmp:
             n_queries = write_codexglue(Path(tmp) / "data", pool)
-            command = [sys.executable, "-m", "experiments", "ablate", f"data.path={tmp}/data", "ablation.heads=5.*",
-                       "ablation.gradient=false", f"ablation.max_memory_gb={args.max_memory_gb}",
-                       "ablation.n_bootstrap=1000", "ablation.n_permutations=1000", "wandb.mode=disabled",
-                       f"output_dir={tmp}/run", f"runs_dir={tmp}/runs", f"threads={args.threads}"]
             started = time.perf_counter()
-            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+            done = subprocess.run(ablate_command(Path(tmp), args.max_memory_gb, args.threads), cwd=ROOT,
+                                  capture_output=True, text=True)
             seconds = time.perf_counter() - started
             if done.returncode:
                 sys.exit(f"ablate failed on a pool of {pool}:\n{done.stderr[-3000:]}")
@@ -122,24 +127,27 @@ def memory(args) -> dict:
               f"{row['budget_gib']:.2f} GiB | chunks {row['chunks']} | {seconds:.0f} s "
               f"(ablation {record['timings'].get('ablation_s', 0):.0f} s, estimated "
               f"{record['time_estimate']['ablation_s']:.0f} s)", flush=True)
-    planned = [plan_only(int(p), args.max_memory_gb) for p in args.plan_pools.split(",") if p]
+    planned = [plan_only(int(p), args.max_memory_gb, args.threads) for p in args.plan_pools.split(",") if p]
     return {"pools": results, "planned_only": planned, "max_memory_gb": args.max_memory_gb}
 
 
-def plan_only(pool: int, max_memory_gb: float) -> dict:
-    """The plan `ablate` would make for a pool (tokenized, not run): for pools too large to run here."""
-    encoder = load_encoder("builtin")
-    queries, candidates, _ = synthetic_task(pool)
-    inputs = {"query": side_inputs(encoder, queries, 128, 32), "code": side_inputs(encoder, candidates, 256, 32)}
-    conditions = build_conditions("5.*", True, encoder.n_layers, encoder.n_heads)
-    plan = plan_memory(encoder, inputs, conditions, memory_budget(max_memory_gb, encoder.device))
-    tokens = {side: sum(inputs[side].batch_tokens()) for side in inputs}
-    print(f"pool {pool:>6} ({len(queries):>5} queries), planned only: unchunked cache {plan.whole_cache / GiB:6.2f} "
-          f"GiB | planned {plan.planned_peak / GiB:5.2f} GiB of {plan.budget / GiB:.2f} GiB | chunks {plan.chunks} "
-          f"| padded tokens {tokens}", flush=True)
-    return {"candidates": pool, "queries": len(queries), "unchunked_cache_gib": plan.whole_cache / GiB,
-            "planned_peak_gib": plan.planned_peak / GiB, "budget_gib": plan.budget / GiB, "chunks": plan.chunks,
-            "padded_tokens": tokens}
+def plan_only(pool: int, max_memory_gb: float, threads: int) -> dict:
+    """What `ablate` plans for a pool too large to run here: the command is started and stopped once it has
+    printed its plan (or its refusal), before the baseline."""
+    with tempfile.TemporaryDirectory() as tmp:
+        n_queries = write_codexglue(Path(tmp) / "data", pool)
+        process = subprocess.Popen(ablate_command(Path(tmp), max_memory_gb, threads), cwd=ROOT, text=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        lines = []
+        for line in process.stderr:
+            lines.append(line.rstrip())
+            if line.startswith("plan: time") or "cannot hold" in line:
+                break
+        process.kill()
+        process.wait()
+    printed = [line for line in lines if line.startswith("plan:") or "cannot hold" in line]
+    print(f"pool {pool:>6} ({n_queries:>5} queries), planned only:\n  " + "\n  ".join(printed), flush=True)
+    return {"candidates": pool, "queries": n_queries, "printed": printed}
 
 
 # ---------------------------------------------------------------- time
@@ -157,7 +165,7 @@ def timed(device, work) -> float:
 def speed(args) -> dict:
     encoder = load_encoder("builtin", device=args.device)
     queries, candidates, gold = synthetic_task(args.pool, args.pool)
-    conditions = build_conditions("*.0,*.6", True, encoder.n_layers, encoder.n_heads)
+    conditions = build_conditions(args.heads or "*.0,*.6", True, encoder.n_layers, encoder.n_heads)
     inputs = (side_inputs(encoder, queries, 128, 32), side_inputs(encoder, candidates, 256, 32))
     print(f"{encoder.info.name} on {args.device}, {torch.get_num_threads()} threads: {len(conditions)} heads, "
           f"{len(queries)} queries, {len(candidates)} candidates", flush=True)
@@ -166,7 +174,7 @@ def speed(args) -> dict:
         return whole_pool(q, c, gold, rank_cutoff=0).ranks
 
     results, got = {}, {}
-    variants = (("whole", WHOLE), ("one_batch_chunks_one_group", Layout({"query": 1, "code": 1}, 12)),
+    variants = (("whole", WHOLE), ("one_batch_chunks_groups_of_12", Layout({"query": 1, "code": 1}, 12)),
                 ("one_batch_chunks_groups_of_one", Layout({"query": 1, "code": 1}, 1)))
     for name, layout in variants:
         got[name] = {}
@@ -192,8 +200,8 @@ def speed(args) -> dict:
         results[name]["ranks_differing"] = int(sum((got[name][c] != naive[c]).sum() for c in naive))
         print(f"{name}: {results[name]['ratio_over_naive']:.3f} x the naive time, ranks differing "
               f"{results[name]['ranks_differing']}", flush=True)
-    results["setup"] = {"pool": args.pool, "heads": len(conditions), "device": args.device,
-                        "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    results["setup"] = {"pool": args.pool, "heads": len(conditions), "spec": args.heads or "*.0,*.6",
+                        "device": args.device, "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
     return results
 
 
@@ -241,7 +249,7 @@ def gpu(args) -> dict:
     queries, candidates, gold = synthetic_task(args.candidates, args.queries)
     inputs = (side_inputs(encoder, queries, 128, args.batch_size), side_inputs(encoder, candidates, 256,
                                                                                 args.batch_size))
-    conditions = build_conditions(args.heads, True, encoder.n_layers, encoder.n_heads)
+    conditions = build_conditions(args.heads or "*", True, encoder.n_layers, encoder.n_heads)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{encoder.info.name} on {card}: {len(conditions)} conditions, {len(queries)} queries, "
           f"{len(candidates)} candidates", flush=True)
@@ -313,7 +321,8 @@ def main() -> None:
                         "sequences per batch")
     parser.add_argument("--peak-tflops", type=json.loads, default={}, help='gpu: the card\'s dense peaks, e.g. '
                         '\'{"fp32": 67, "bf16": 989.5}\' (default: an H200 SXM\'s)')
-    parser.add_argument("--heads", default="*", help="gpu: the heads, one condition each (default every head)")
+    parser.add_argument("--heads", default=None, help="gpu: the heads, one condition each (default every head); "
+                        "time: default *.0,*.6")
     parser.add_argument("--device", default=None, help="time: cpu (default); gpu: cuda (default)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
