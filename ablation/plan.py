@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import torch
@@ -187,9 +188,7 @@ def plan_memory(encoder: Encoder, inputs: dict[str, SideInputs], conditions: lis
                 f"process {gib(budget.fixed)}, the baseline's embeddings and their gradients, the loss's scores, one "
                 f"batch's graph through every layer); raise ablation.max_memory_gb, lower model.batch_size, or set "
                 f"ablation.gradient=false")
-    per_layer: dict[int, int] = {}
-    for c in conditions:
-        per_layer[c.first_layer] = per_layer.get(c.first_layer, 0) + 1
+    per_layer = Counter(c.first_layer for c in conditions)
     if whole_cache + condition <= room:
         layout, group_size, cache, held = WHOLE, len(conditions), whole_cache, condition
     else:

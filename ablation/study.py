@@ -178,8 +178,8 @@ class AblationStudy:
         return agreement
 
     def _ranks(self, queries, candidates) -> ProtocolResult:
-        rows = self.plan.score_rows if self.plan is not None else 1024
-        return rank(self.evaluation.protocol, queries, candidates, self.task, self.evaluation, block_rows=rows)
+        return rank(self.evaluation.protocol, queries, candidates, self.task, self.evaluation,
+                    block_rows=self.plan.score_rows)
 
     def signature(self) -> dict:
         """Everything that decides a condition's per-query ranks: a resume must match it."""
