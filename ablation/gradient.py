@@ -24,7 +24,7 @@ from codesearch.files import atomic_write_text
 from codesearch.hashing import content_hash
 from codesearch.records import RetrievalTask
 from heads.encoder import Encoder
-from heads.hooks import GradientMask
+from heads.hooks import GradientMask, HeadMask
 from heads.retrieval import Embeddings, embedding_signature
 from heads.settings import ModelConfig
 
@@ -55,10 +55,23 @@ def loss_gradients(query_emb: torch.Tensor, cand_emb: torch.Tensor, gold: np.nda
     return query_grad, candidates.grad
 
 
+def _hook(mask: torch.Tensor, pruned: HeadMask | None):
+    """The gradient mask, behind the pruned heads' own mask when some are pruned already."""
+    gradient_mask = GradientMask(mask)
+    if pruned is None:
+        return gradient_mask
+
+    def hook(layer: int, z: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        replaced = pruned(layer, z, attention_mask)
+        return gradient_mask(layer, z if replaced is None else replaced, attention_mask)
+    return hook
+
+
 def _backprop_side(encoder: Encoder, texts: list[str], max_length: int, batch_size: int,
-                   grad_of_embeddings: torch.Tensor, mask: torch.Tensor, progress: bool, desc: str) -> None:
+                   grad_of_embeddings: torch.Tensor, mask: torch.Tensor, progress: bool, desc: str,
+                   pruned: HeadMask | None = None) -> None:
     for batch, embeddings in encoder.forward_batches(encoder.tokenize(texts, max_length), batch_size,
-                                                     hook=GradientMask(mask), grad=True, progress=progress,
+                                                     hook=_hook(mask, pruned), grad=True, progress=progress,
                                                      desc=desc):
         upstream = grad_of_embeddings[torch.as_tensor(batch.positions, device=grad_of_embeddings.device)]
         upstream = upstream.to(embeddings.device)
@@ -67,12 +80,16 @@ def _backprop_side(encoder: Encoder, texts: list[str], max_length: int, batch_si
 
 def gradient_scores(encoder: Encoder, queries: list[str], candidates: list[str], gold: np.ndarray,
                     baseline: Embeddings, model: ModelConfig, temperature: float = 0.05, side: str = "both",
-                    progress: bool = True, block_rows: int = 1024) -> np.ndarray:
+                    progress: bool = True, block_rows: int = 1024,
+                    pruned: dict[str, HeadMask] | None = None) -> np.ndarray:
     """[layers, heads] first-order estimate of the loss increase when each head is masked (zero mode).
 
     `baseline` holds the unmasked embeddings of the same texts; `model` gives the input lengths and batch size;
-    the loss's scores are taken `block_rows` queries at a time.
+    the loss's scores are taken `block_rows` queries at a time. `pruned` ({side: mask}): heads masked already on
+    that side (Michel et al.'s iterative pruning), `baseline` then holds the embeddings with them masked; their own
+    scores come out 0 in zero mode.
     """
+    pruned = pruned or {}
     query_grad, code_grad = loss_gradients(baseline.queries, baseline.candidates, gold, temperature, block_rows)
     mask = torch.ones(encoder.n_layers, encoder.n_heads, requires_grad=True, device=encoder.device)
     frozen = [p for p in encoder.model.parameters() if p.requires_grad]
@@ -81,10 +98,10 @@ def gradient_scores(encoder: Encoder, queries: list[str], candidates: list[str],
     try:
         if side in ("query", "both"):
             _backprop_side(encoder, queries, model.max_query_length, model.batch_size, query_grad, mask, progress,
-                           "head gradients (queries)")
+                           "head gradients (queries)", pruned.get("query"))
         if side in ("code", "both"):
             _backprop_side(encoder, candidates, model.max_code_length, model.batch_size, code_grad, mask, progress,
-                           "head gradients (code)")
+                           "head gradients (code)", pruned.get("code"))
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)

@@ -59,6 +59,46 @@ class AggregateRecord(ImportanceRecord):
     report_settings_from: dict = field(default_factory=dict)
 
 
+@dataclass(kw_only=True)
+class SetStudyRecord(RunRecord):
+    """What a folder of head-set tables records (`prune`, and `aggregate` over prune runs)."""
+    model: ModelFacts
+    corpus_hash: str
+    task_fingerprint: str
+    protocol: ProtocolSummary
+    baseline_mrr: float
+    correction: str
+    primary_test: str
+    alpha: float
+    findings: dict = field(default_factory=dict)   # the cited numbers: fractions keeping 95%, best row, pairs
+
+
+@dataclass(kw_only=True)
+class PruneRecord(SetStudyRecord):
+    """`prune`'s run.json."""
+    data: dict = field(default_factory=dict)
+    mode: str = "zero"
+    side: str = "both"
+    n_heads: int = 0                 # heads pruned among
+    orders: list[str] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)   # heads pruned at each point
+    n_sets: int = 0
+    exact_source: str | None = None  # the ablation whose single-head ΔMRR gave the exact order and ranking
+    shard: str | None = None
+    precision: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
+    time_estimate: dict = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class SetAggregateRecord(SetStudyRecord):
+    """`aggregate`'s run.json over a study's prune runs (`aggregate-prune/`)."""
+    sources: list[str] = field(default_factory=list)
+    n_runs: int = 0
+    report_settings: dict = field(default_factory=dict)
+    report_settings_from: dict = field(default_factory=dict)
+
+
 @dataclass
 class FinishedAblation:
     """A finished ablation or aggregate folder, read back: its record, its importance table and (when asked for)

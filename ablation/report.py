@@ -88,25 +88,35 @@ def gradient_agreement(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _masking(facts: StudyFacts) -> str:
+def masking(facts: StudyFacts) -> str:
     modes = "/".join(facts.modes)
     sides = "/".join(facts.sides)
     return f"{modes} mask, {sides} side" + ("s" if facts.sides == ("both",) else "")
 
 
-def caption(facts: StudyFacts, settings: ReportSettings) -> str:
+def describe_baseline(facts: StudyFacts) -> str:
+    """The unmasked baseline a caption compares with: `MRR 0.6123, 600 queries, whole pool, 758 candidates ...`."""
     protocol = ("whole pool" if facts.protocol == "whole_pool" else "CodeSearchNet batches") + \
         f", {facts.candidates_per_query} candidates per query"
+    return f"MRR {facts.baseline_mrr:.4f}, {facts.n_queries} queries, {protocol}"
+
+
+def describe_test(settings: ReportSettings) -> tuple[str, str]:
+    """(the primary test, the correction), as a caption names them."""
     test = "paired t-test" if settings.primary_test == "t" else "paired sign-flip permutation test"
-    correction = "Holm" if settings.correction == "holm" else "Benjamini-Hochberg"
-    return (f"Head ablation of {facts.model} ({_masking(facts)}): change in MRR against the unmasked baseline "
-            f"(MRR {facts.baseline_mrr:.4f}, {facts.n_queries} queries, {protocol}). 95% CI: paired bootstrap; "
+    return test, "Holm" if settings.correction == "holm" else "Benjamini-Hochberg"
+
+
+def caption(facts: StudyFacts, settings: ReportSettings) -> str:
+    test, correction = describe_test(settings)
+    return (f"Head ablation of {facts.model} ({masking(facts)}): change in MRR against the unmasked baseline "
+            f"({describe_baseline(facts)}). 95% CI: paired bootstrap; "
             f"p (adj.): {test}, {correction}-corrected over all rows; * = significant at alpha = {settings.alpha}.")
 
 
 def figure_title(facts: StudyFacts, settings: ReportSettings) -> str:
     correction = "Holm" if settings.correction == "holm" else "BH"
-    return (f"{facts.model}: {_masking(facts)}; baseline MRR {facts.baseline_mrr:.3f} "
+    return (f"{facts.model}: {masking(facts)}; baseline MRR {facts.baseline_mrr:.3f} "
             f"({facts.protocol}, {facts.n_queries} queries)\n"
             f"cells: ΔMRR × 100; boxed * = significant ({correction}, alpha {settings.alpha})")
 

@@ -24,6 +24,18 @@ class Precision(StrEnum):
     bf16 = "bf16"       # weights and activations in bfloat16
 
 
+class PruneOrder(StrEnum):
+    exact = "exact"             # the study's single-head ΔMRR (its ablation or aggregate)
+    gradient = "gradient"       # the study's gradient estimate (Michel et al. 2019), once
+    iterative = "iterative"     # the gradient estimate again after each step, with the pruned heads masked
+    random = "random"           # a random order per seed: the control band
+
+
+class RankBy(StrEnum):
+    exact = "exact"
+    gradient = "gradient"
+
+
 class PrimaryTest(StrEnum):
     t = "t"                         # paired t-test
     permutation = "permutation"     # paired sign-flip permutation test
@@ -89,6 +101,38 @@ class AblationConfig:
     def report_settings(self, seed: int) -> ReportSettings:
         """The settings of this study's statistics."""
         return ReportSettings(seed=seed, **{key: _plain(getattr(self, key)) for key in REPORT_FIELDS})
+
+
+@dataclass
+class PruneConfig:
+    orders: list[PruneOrder] = setting("pruning curves: the orders heads are masked in, cumulatively, least important "
+                                       "first: exact (the study's single-head ΔMRR), gradient, iterative (Michel et "
+                                       "al.: re-estimated after each step), random (one curve per prune.seeds); "
+                                       "[] = no curves",
+                                       factory=lambda: [PruneOrder.exact, PruneOrder.gradient, PruneOrder.iterative,
+                                                        PruneOrder.random])
+    seeds: list[int] = setting("seeds of the random orders (the control band)", factory=lambda: [0, 1, 2])
+    steps: Optional[list[float]] = setting("fractions of the heads pruned at which MRR is measured, increasing, in "
+                                           "[0, 1]; null = after every head", None)
+    layer_heads: bool = setting("one head per layer: in each layer all heads but one masked, for every choice of "
+                                "the kept head; then every layer with its best head", True)
+    interactions: int = setting("K: every pair of the study's top-K heads masked together, its interaction "
+                                "(drop together minus the drops alone) tested; 0 = none", 10)
+    rank_by: RankBy = setting("what the top-K heads are ranked by: exact (the study's single-head ΔMRR) or "
+                              "gradient", RankBy.exact)
+    shapley_permutations: int = setting("Shapley values of the top-K heads by permutation sampling (all K! "
+                                        "permutations when K! is not more); 0 = none", 0)
+    ablation_run: str = setting("the ablation or aggregate folder whose single-head ΔMRR gives the exact order and "
+                                "the top K; empty = the study's own", "")
+
+    @property
+    def wants_exact(self) -> bool:
+        return PruneOrder.exact in self.orders or (self.interactions > 0 and self.rank_by == RankBy.exact)
+
+    @property
+    def wants_gradient(self) -> bool:
+        return bool({PruneOrder.gradient, PruneOrder.iterative} & set(self.orders)) or \
+            (self.interactions > 0 and self.rank_by == RankBy.gradient)
 
 
 @dataclass(frozen=True)

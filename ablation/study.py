@@ -122,11 +122,17 @@ class AblationStudy:
     def _estimate(self, check: Condition):
         """The time estimate, before any long pass: the conditions this run will ablate (its shard; for top_k, as
         many as it keeps), the baselines and gradient not yet cached, the precision check."""
-        a, m = self.ablation, self.model
-        precision = str(a.precision)
+        a = self.ablation
         conditions = self.conditions[:a.top_k or None]
         if a.shard_of:
             conditions = shard(conditions, *a.shard_of)
+        return self._estimate_of(check, conditions)
+
+    def _estimate_of(self, check: Condition, conditions: list[Condition]):
+        """The time estimate of ablating `conditions`, with the baselines and gradient not yet cached and the
+        precision check."""
+        a, m = self.ablation, self.model
+        precision = str(a.precision)
         passes = int(not baseline_cached(self.encoder, self.task, m, self.cache_dir, precision))
         if precision != "fp32":
             passes += int(not baseline_cached(self.encoder, self.task, m, self.cache_dir, "fp32"))
@@ -203,13 +209,9 @@ class AblationStudy:
         `folder/conditions`; a resume continues from the conditions there or, failing those, from the `finished`
         run's."""
         a = self.ablation
-        previous = Path(finished) / "conditions" if finished is not None else None
-        store = ConditionStore(Path(folder) / "conditions", self.signature(), resume=resume, finished=previous)
+        self.store = self._open_store(folder, resume, finished)
         if a.gradient_wanted:
-            with self.timings.phase("gradient_s"):
-                self.grad = study_gradient_scores(self.encoder, self.task, self.embeddings, self.model,
-                                                  a.grad_temperature, str(a.side), self.cache_dir, self.progress,
-                                                  block_rows=self.plan.score_rows)
+            self._study_gradient()
             if a.top_k:
                 self.conditions = top_k(self.conditions, self.grad, a.top_k)
         if a.shard_of:
@@ -217,19 +219,38 @@ class AblationStudy:
             print(f"shard {a.shard}: {len(self.conditions)} conditions; its table is corrected over these only, "
                   f"`aggregate` over the shards gives the study's", file=sys.stderr)
         with self.timings.phase("ablation_s"):
-            pending = [c for c in self.conditions if not store.done(c.name)]
-            if len(pending) < len(self.conditions):
-                print(f"resuming: {len(self.conditions) - len(pending)} of {len(self.conditions)} conditions "
-                      f"already done", file=sys.stderr)
+            self.measure(self.conditions)
 
-            def save(condition: Condition, query_emb, code_emb):
-                result = self._ranks(self.embeddings.queries if query_emb is None else query_emb,
-                                     self.embeddings.candidates if code_emb is None else code_emb)
-                store.save(condition.name, {"rr": result.rr.tolist(), "rank": result.ranks.tolist()})
+    def _open_store(self, folder: Path, resume: bool, finished: Path | None) -> ConditionStore:
+        previous = Path(finished) / "conditions" if finished is not None else None
+        return ConditionStore(Path(folder) / "conditions", self.signature(), resume=resume, finished=previous)
 
-            run_conditions(self.encoder, self.inputs["query"], self.inputs["code"], pending, save, self.means,
-                           self.plan.layout, self.progress)
-        self.store = store
+    def _study_gradient(self) -> None:
+        a = self.ablation
+        with self.timings.phase("gradient_s"):
+            self.grad = study_gradient_scores(self.encoder, self.task, self.embeddings, self.model,
+                                              a.grad_temperature, str(a.side), self.cache_dir, self.progress,
+                                              block_rows=self.plan.score_rows)
+
+    def measure(self, conditions: list[Condition], keep=None, note: bool = True) -> None:
+        """Each condition not yet in the store, ablated exactly and its per-query ranks saved as soon as known;
+        `keep(condition, embeddings)` also gets its embeddings (the unmasked side's from the baseline); `note`: say
+        how many were done already."""
+        pending = [c for c in conditions if not self.store.done(c.name)]
+        if note and len(pending) < len(conditions):
+            print(f"resuming: {len(conditions) - len(pending)} of {len(conditions)} conditions already done",
+                  file=sys.stderr)
+
+        def save(condition: Condition, query_emb, code_emb):
+            embeddings = Embeddings(self.embeddings.queries if query_emb is None else query_emb,
+                                    self.embeddings.candidates if code_emb is None else code_emb)
+            result = self._ranks(embeddings.queries, embeddings.candidates)
+            self.store.save(condition.name, {"rr": result.rr.tolist(), "rank": result.ranks.tolist()})
+            if keep is not None:
+                keep(condition, embeddings)
+
+        run_conditions(self.encoder, self.inputs["query"], self.inputs["code"], pending, save, self.means,
+                       self.plan.layout, self.progress)
 
     def export(self, folder: Path) -> list[str]:
         """The statistics of every condition against the baseline, corrected over all, written as the report

@@ -67,7 +67,12 @@ def printable(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_markdown(frame: pd.DataFrame, caption: str) -> str:
-    return f"{caption}\n\n" + printable(frame).to_markdown(index=False, disable_numparse=True) + "\n"
+    return markdown_table(printable(frame), caption)
+
+
+def markdown_table(printed: pd.DataFrame, caption: str) -> str:
+    """A table of strings (its columns the headers) under its caption."""
+    return f"{caption}\n\n" + printed.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -81,7 +86,12 @@ def latex_escape(text: str) -> str:
 
 
 def to_latex(frame: pd.DataFrame, caption: str, label: str = "tab:head-importance") -> str:
-    table = printable(frame).rename(columns=latex_escape).map(latex_escape)
+    return latex_table(printable(frame), caption, label)
+
+
+def latex_table(printed: pd.DataFrame, caption: str, label: str) -> str:
+    """A table of strings as a booktabs table with its caption and label."""
+    table = printed.rename(columns=latex_escape).map(latex_escape)
     body = table.style.hide(axis="index").to_latex(hrules=True, column_format="l" + "r" * (table.shape[1] - 1))
     return ("% needs \\usepackage{booktabs}\n\\begin{table}[t]\n\\centering\n\\small\n" + body
             + f"\\caption{{{latex_escape(caption)}}}\n\\label{{{label}}}\n\\end{{table}}\n")

@@ -1,5 +1,6 @@
 """`codebert-heads aggregate <study>`: one importance table from all of a study's ablation runs
-(`ablation.aggregation`), found in the study's folder or, online, in its W&B group."""
+(`ablation.aggregation`, into `aggregate/`), and the head-set tables from all its prune runs
+(`ablation.set_aggregation`, into `aggregate-prune/`), found in the study's folder or, online, in its W&B group."""
 from __future__ import annotations
 
 import sys
@@ -8,9 +9,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ablation.aggregation import aggregate, finished_runs
-from ablation.record import AggregateRecord
+from ablation.record import AggregateRecord, SetAggregateRecord
+from ablation.set_aggregation import aggregate_sets, finished_prune_runs
 from codesearch.errors import UserError
-from tracking.run_logs import aggregate_log
+from tracking.run_logs import aggregate_log, set_aggregate_log
 from tracking.wandb_log import download_study, resolve_mode
 
 from .config import to_plain
@@ -40,7 +42,12 @@ def study_folder(cfg: DictConfig, study: str) -> tuple[Path, Path]:
 
 
 def run_aggregate(cfg: DictConfig, study: str, explicit: set[str] | None = None) -> Path:
+    """Both kinds of runs the study holds; returns the folder of the importance table (or, with prune runs only,
+    of the head-set tables)."""
     folder, home = study_folder(cfg, study)
+    pruned = finished_prune_runs(folder)
+    if pruned and not (folder / "ablate").is_dir():
+        return aggregate_prune_runs(cfg, folder, home, pruned, explicit or set())
     with Run(cfg, "aggregate", AggregateRecord, study=folder.name, home=home) as run:   # the folder checked first
         result = aggregate(finished_runs(folder), to_plain(cfg), explicit or set())
         run.begin()
@@ -49,4 +56,21 @@ def run_aggregate(cfg: DictConfig, study: str, explicit: set[str] | None = None)
         print(f"{record.n_runs} runs, {record.n_conditions} conditions, {record.n_significant} significant "
               f"({record.correction}, alpha {record.alpha}); results: {run.folder}")
         run.log(aggregate_log(run.folder, result.frame, record))
+    if pruned:
+        aggregate_prune_runs(cfg, folder, home, pruned, explicit or set())
+    return run.folder
+
+
+def aggregate_prune_runs(cfg: DictConfig, folder: Path, home: Path, runs, explicit: set[str]) -> Path:
+    """The head-set tables of the study's prune runs, into `aggregate-prune/` (with output_dir set: beside it,
+    `<output_dir>-prune`)."""
+    output = f"{cfg.output_dir.rstrip('/')}-prune" if cfg.output_dir else ""
+    with Run(cfg, "aggregate", SetAggregateRecord, study=folder.name, home=home, name="aggregate-prune",
+             output_dir=output) as run:
+        result = aggregate_sets(runs, to_plain(cfg), explicit)
+        run.begin()
+        files = result.write(run.work)
+        record = run.finish(result.record(), files)
+        print(f"{record.n_runs} prune runs, {len(result.plans)} ways of masking; head-set tables: {run.folder}")
+        run.log(set_aggregate_log(run.folder, result.tables, record))
     return run.folder

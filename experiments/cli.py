@@ -34,6 +34,9 @@ COMMANDS = {
     "ablate": Command("mask heads one at a time (or as sets), measure the drop in MRR query by query, test it "
                       "against the baseline, export the importance table and heatmap",
                       "experiments.ablate:run_ablate"),
+    "prune": Command("head sets: pruning curves (exact, gradient, Michel's iterative and random orders), one head "
+                     "per layer, interactions of the top heads (redundant or synergistic pairs, Shapley values), "
+                     "each set tested against the baseline query by query", "experiments.prune:run_prune"),
     "probe": Command("linear probes on every head's output (syntax and query-code matching), with control tasks "
                      "and a randomly initialised model, joined with the head ablation",
                      "experiments.probe:run_probe"),
@@ -53,7 +56,8 @@ COMMANDS = {
                       ("--retry-failed", {"action": "store_true",
                                           "help": "run again the configurations whose runs failed"}))),
     "aggregate": Command("one importance table from all ablation runs of a study (e.g. a sweep's), corrected over "
-                         "all of them", "experiments.aggregate:run_aggregate",
+                         "all of them; and the head-set tables from all its prune runs (shards, orders)",
+                         "experiments.aggregate:run_aggregate",
                          (("study", {"metavar": "STUDY", "help": "the study's folder, its name under runs_dir, "
                                                                   "or (W&B online) its group name"}),)),
     "compare": Command("studies head by head: base against fine-tuned query by query (same queries and candidates), "

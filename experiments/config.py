@@ -186,6 +186,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(str(exc)) from None
     if a.mode == "resample" and cfg.model.batch_size < 2:
         raise ConfigError("ablation.mode=resample needs model.batch_size >= 2: the donor is another input of the batch")
+    check_prune(cfg.prune)
     pr = cfg.probe
     for key in ("seeds", "steps", "batch_size"):
         if pr[key] < 1:
@@ -196,6 +197,36 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"probe.l2={list(pr.l2)}: give one or more non-negative strengths")
     if not 0 < cfg.corpus.dedup_threshold <= 1:
         raise ConfigError(f"corpus.dedup_threshold={cfg.corpus.dedup_threshold}: must be in (0, 1]")
+
+
+def check_prune(p) -> None:
+    """The `prune` section: orders it can make, steps it can measure at."""
+    orders = [str(order) for order in p.orders]
+    if len(set(orders)) < len(orders):
+        raise ConfigError(f"prune.orders={orders}: an order is named twice")
+    if "random" in orders and not p.seeds:
+        raise ConfigError("prune.orders has random, but prune.seeds is empty: give the random orders' seeds, e.g. "
+                          "prune.seeds=[0,1,2] (the control band needs at least one)")
+    if len(set(p.seeds)) < len(p.seeds):
+        raise ConfigError(f"prune.seeds={list(p.seeds)}: a seed is named twice")
+    if p.steps is not None:
+        steps = list(p.steps)
+        if not steps:
+            raise ConfigError("prune.steps=[]: give fractions of the heads to prune, e.g. [0.1,0.2,0.5], or null "
+                              "(after every head)")
+        outside = [f for f in steps if not 0 <= f <= 1]
+        if outside:
+            raise ConfigError(f"prune.steps={steps}: {outside[0]} is no fraction of the heads (each must be in [0, 1])")
+        for before, after in zip(steps, steps[1:]):
+            if after <= before:
+                raise ConfigError(f"prune.steps={steps}: not increasing ({after} after {before}); list the fractions "
+                                  f"in increasing order, each once")
+    for key in ("interactions", "shapley_permutations"):
+        if p[key] < 0:
+            raise ConfigError(f"prune.{key}={p[key]}: must be 0 or more")
+    if p.shapley_permutations and p.interactions < 2:
+        raise ConfigError(f"prune.shapley_permutations={p.shapley_permutations} gives Shapley values of the top-K "
+                          f"heads: it needs prune.interactions=K of at least 2 (now {p.interactions})")
 
 
 def to_plain(cfg: DictConfig) -> dict:

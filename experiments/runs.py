@@ -94,14 +94,17 @@ class Run:
     """
 
     def __init__(self, cfg: DictConfig, command: str, record_type: type[RunRecord], label: str = "",
-                 study: str | None = None, home: Path | None = None, resumable: tuple[str, ...] = ()):
+                 study: str | None = None, home: Path | None = None, resumable: tuple[str, ...] = (),
+                 name: str = "", output_dir: str | None = None):
+        """The run's folder: `output_dir` (by default the config's), else `<study>/<name or command>[/<label>]`."""
         self.cfg, self.command, self.record_type, self.resumable = cfg, command, record_type, resumable
         self.study = study or study_name(cfg)
         self.home = Path(home) if home is not None else study_dir(cfg)
-        default = self.home / command / label if label else self.home / command
-        self.folder = Path(os.path.abspath(Path(cfg.output_dir).expanduser())) if cfg.output_dir else default
+        default = self.home / (name or command) / label if label else self.home / (name or command)
+        output_dir = cfg.output_dir if output_dir is None else output_dir
+        self.folder = Path(os.path.abspath(Path(output_dir).expanduser())) if output_dir else default
         if not self.folder.name:
-            raise UserError(f"output_dir={cfg.output_dir}: the root of the file system cannot be a run folder")
+            raise UserError(f"output_dir={output_dir}: the root of the file system cannot be a run folder")
         self.work = self.folder.with_name(f".{self.folder.name}.partial")
         self.timings = Timings()
         self._started = time.perf_counter()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ablation.settings import AblationConfig
+from ablation.settings import AblationConfig, PruneConfig
 from attention.settings import AttentionConfig
 from codesearch.settings import CorpusConfig, DataConfig, setting
 from comparison.settings import CompareConfig
@@ -25,6 +25,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
@@ -44,6 +45,7 @@ COMMAND_SECTIONS = {
     "corpus": ("data", "corpus"),
     "evaluate": ("data", "corpus", "model", "eval", "wandb"),
     "ablate": ("data", "corpus", "model", "eval", "ablation", "wandb"),
+    "prune": ("data", "corpus", "model", "eval", "ablation", "prune", "wandb"),
     "probe": ("data", "corpus", "model", "probe", "wandb"),
     "attention": ("data", "corpus", "model", "attention", "wandb"),
     "finetune": ("data", "corpus", "model", "eval", "finetune", "wandb"),

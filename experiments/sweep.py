@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig
 
 from codesearch.errors import UserError
@@ -17,17 +18,35 @@ from tracking.sweep_file import ProgramSchema
 
 from .config import as_sections, load_config, schema_type
 
-
-def _runnable(overrides: list[str]) -> None:
-    """A run's settings fit the schema, and its heads exist in its model (read from the model's config)."""
-    c = as_sections(load_config("ablate", [], overrides))
-    parse_head_spec(c.ablation.head_spec, *model_shape(c.model.name))
+# The programs sweep files launch (`sweeps/<command>.py`), each the command of its name.
+PROGRAM_COMMANDS = ("ablate", "prune")
 
 
-# What the sweep files' program (`sweeps/ablate.py`) runs: its settings, and (here, before the first run) that
-# every run's heads exist in its model.
-SCHEMA = ProgramSchema(type_of=schema_type, check=lambda overrides: load_config("ablate", [], overrides))
-RUNNABLE = ProgramSchema(type_of=schema_type, check=_runnable)
+def program_command(sweep_file: Path) -> str:
+    """The command a sweep file's program runs: `prune` for sweeps/prune.py, else `ablate` (sweeps/ablate.py)."""
+    try:
+        program = (yaml.safe_load(sweep_file.read_text()) or {}).get("program", "")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "ablate"   # read_sweep_file says what is wrong with the file
+    stem = Path(str(program)).stem
+    return stem if stem in PROGRAM_COMMANDS else "ablate"
+
+
+def schema(command: str, runnable: bool = False) -> ProgramSchema:
+    """What a sweep's program accepts: its command's settings, and (`runnable`, before the first run) that every
+    run's heads exist in its model."""
+    def check(overrides: list[str]) -> None:
+        cfg = load_config(command, [], overrides)
+        if runnable:
+            c = as_sections(cfg)
+            heads = parse_head_spec(c.ablation.head_spec, *model_shape(c.model.name))
+            if command == "prune" and c.prune.interactions > len(heads):
+                raise UserError(f"prune.interactions={c.prune.interactions}: more than the {len(heads)} heads "
+                                f"pruned among")
+    return ProgramSchema(type_of=schema_type, check=check)
+
+
+SCHEMA = schema("ablate")
 
 
 def run_sweep(cfg: DictConfig, sweep_file: str, count: int | None = None, retry_failed: bool = False,
@@ -37,4 +56,5 @@ def run_sweep(cfg: DictConfig, sweep_file: str, count: int | None = None, retry_
     if extra or config_files:
         raise UserError(f"codebert-heads sweep takes runs_dir=... only; set {', '.join(extra) or 'config files'} "
                         f"as parameters in the sweep file (`value: ...`), so every run and `wandb agent` agree")
-    return run_local_sweep(Path(sweep_file).expanduser(), cfg.runs_dir, RUNNABLE, count, retry_failed)
+    path = Path(sweep_file).expanduser()
+    return run_local_sweep(path, cfg.runs_dir, schema(program_command(path), runnable=True), count, retry_failed)

@@ -23,9 +23,11 @@ def layer_head_matrix(frame: pd.DataFrame, column: str, n_layers: int, n_heads: 
 
 
 def plot_matrix(values: np.ndarray, title: str, label: str, stem: Path, diverging: bool = True,
-                marked: np.ndarray | None = None) -> list[Path]:
+                marked: np.ndarray | None = None, rows: list[str] | None = None, columns: list[str] | None = None,
+                axes: tuple[str, str] = ("layer", "head")) -> list[Path]:
     """Write `<stem>.png` and `<stem>.svg` of a [layers, heads] matrix (cells show value x 100; `marked` cells
-    are boxed and starred). Returns the paths."""
+    are boxed and starred); any other matrix with its `rows` and `columns` named, and its `axes` (rows, columns).
+    Returns the paths."""
     n_layers, n_heads = values.shape
     finite = np.isfinite(values)
     if diverging:
@@ -49,10 +51,11 @@ def plot_matrix(values: np.ndarray, title: str, label: str, stem: Path, divergin
                     color="white" if abs(value - middle) > 0.6 * half else "black")
             if star:
                 ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.5))
-    ax.set_xticks(range(n_heads))
-    ax.set_yticks(range(n_layers))
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
+    ax.set_xticks(range(n_heads), columns if columns is not None else range(n_heads),
+                  rotation=90 if columns is not None else 0)
+    ax.set_yticks(range(n_layers), rows if rows is not None else range(n_layers))
+    ax.set_ylabel(axes[0])
+    ax.set_xlabel(axes[1])
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax).set_label(label)
     fig.tight_layout()

@@ -109,6 +109,21 @@ def head_set_name(spec: str) -> str:
     return "+".join(head_name(layer, head) if head is not None else layer for layer, head in sorted(parts, key=order))
 
 
+def name_of_heads(heads, n_heads: int) -> str:
+    """The name of an explicit set of heads, in layer/head order, a whole layer as `L3H*`: `L0H*+L3H5+L4H1`
+    (`parse_head_set_name` reads it back)."""
+    by_layer: dict[int, set[int]] = {}
+    for head in heads:
+        by_layer.setdefault(head.layer, set()).add(head.index)
+    if not by_layer:
+        raise ValueError("a head set needs at least one head")
+    parts = []
+    for layer in sorted(by_layer):
+        indices = by_layer[layer]
+        parts += [head_name(layer, "*")] if len(indices) == n_heads else [head_name(layer, i) for i in sorted(indices)]
+    return "+".join(parts)
+
+
 def parse_head_set_name(name: str, n_layers: int, n_heads: int) -> list[HeadId]:
     """The heads a table's condition names (`L3H7`, `L3H5+L4H1`, `L3H*`)."""
     return parse_head_spec(name.replace("+", ","), n_layers, n_heads)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 import tracking.wandb_log as tracking
 from experiments.cli import main
-from experiments.sweep import SCHEMA
+from experiments.sweep import program_command, schema
 from tracking.local_sweep import SweepState
 from tracking.sweep_file import check_command_lines, command_line, read_sweep_file
 
@@ -112,13 +113,17 @@ def test_a_wandb_failure_loses_no_result(tmp_path, pairs_file, tiny_bert_dir, mo
 
 @pytest.mark.parametrize("sweep_file", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_sweep_file_is_valid_and_its_command_lines_fit_the_schema(sweep_file):
-    spec = read_sweep_file(sweep_file, SCHEMA)
+    command = program_command(sweep_file)   # each file is checked against its own program's settings
+    assert command == Path(yaml.safe_load(sweep_file.read_text())["program"]).stem
+    schema_of_program = schema(command)
+    spec = read_sweep_file(sweep_file, schema_of_program)
     assert spec["command"] == ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
     assert (REPO / spec["program"]).is_file()
     expected = 1
     for parameter in spec["parameters"].values():
         expected *= len(parameter.get("values", [None]))
-    assert check_command_lines(spec, sweep_file, SCHEMA) == expected  # every grid point, accepted by the schema
+    # every grid point, accepted by the schema
+    assert check_command_lines(spec, sweep_file, schema_of_program) == expected
 
 
 def test_command_line_is_the_agents():
@@ -302,8 +307,9 @@ def test_aggregate_without_runs_and_from_a_fake_wandb_api(tmp_path, capsys, pair
 
     class Api:
         def runs(self, path, filters):
-            assert path == "codebert-heads" and filters == {"group": "g", "jobType": "ablation"}
-            return [Run()]
+            assert path == "codebert-heads" and filters["group"] == "g"
+            assert filters["jobType"] in ("ablation", "prune")
+            return [Run()] if filters["jobType"] == "ablation" else []
 
     from ablation.aggregation import finished_runs
     from tracking.settings import WandbConfig

@@ -51,3 +51,56 @@ def make_tiny_roberta(folder: Path, seed: int = 0, layers: int = 2, heads: int =
     RobertaModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def plant_pair(model, layer: int, a: int, b: int, kind: str):
+    """Weight surgery and hooks that make heads a and b of layer `layer` the only way information passes through
+    that layer (its attention block drops the residual stream, every other head's output projection is zero), and
+    plant their relation:
+    - `redundant`: b becomes a copy of a (its query, key and value weights), and a head whose output is masked to zero
+      gets its twin's output back: either alone can be masked without effect, not both;
+    - `synergistic`: when either is masked to zero, both are: each alone costs as much as both.
+    The projection's hook runs after the mask's pre-hook (it sees the masked input). Returns the hooks' handles."""
+    import torch.nn.functional as F
+
+    from heads.hooks import encoder_layers, output_projection
+
+    config = model.config
+    n_heads = config.num_attention_heads
+    head_dim = config.hidden_size // n_heads
+    block = encoder_layers(model)[layer].attention
+    dense = output_projection(model, layer)
+
+    def rows(head: int) -> slice:
+        return slice(head * head_dim, (head + 1) * head_dim)
+
+    with torch.no_grad():
+        if kind == "redundant":
+            for projection in (block.self.query, block.self.key, block.self.value):
+                projection.weight[rows(b)] = projection.weight[rows(a)]
+                projection.bias[rows(b)] = projection.bias[rows(a)]
+        for head in range(n_heads):
+            if head not in (a, b):
+                dense.weight[:, rows(head)] = 0.0
+        dense.bias.zero_()
+    projected = {}
+
+    def plant(module, args, _output):
+        flat = args[0]
+        z = flat.reshape(*flat.shape[:-1], n_heads, head_dim).clone()
+        a_off, b_off = bool((z[..., a, :] == 0).all()), bool((z[..., b, :] == 0).all())
+        if kind == "redundant":
+            if a_off and not b_off:
+                z[..., a, :] = z[..., b, :]
+            elif b_off and not a_off:
+                z[..., b, :] = z[..., a, :]
+        elif a_off or b_off:
+            z[..., a, :] = 0.0
+            z[..., b, :] = 0.0
+        projected["out"] = F.linear(z.reshape(flat.shape), module.weight, module.bias)
+        return projected["out"]
+
+    def without_residual(module, _args, _output):
+        return module.LayerNorm(projected["out"])
+
+    return [dense.register_forward_hook(plant), block.output.register_forward_hook(without_residual)]

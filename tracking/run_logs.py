@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from ablation.conditions import Condition
-from ablation.record import AblationRecord, AggregateRecord
+from ablation.record import AblationRecord, AggregateRecord, PruneRecord, SetAggregateRecord, SetStudyRecord
+from ablation.set_analysis import SetTables
 from attention.record import AttentionRecord
 from codesearch.loading import LoadedData
 from comparison.record import CompareRecord
@@ -17,7 +18,7 @@ from heads.evaluation import EvaluationRecord
 from probing.record import ProbeRecord
 from training.record import FinetuneRecord
 
-from .wandb_log import RunLog, provenance
+from .wandb_log import LinePlot, RunLog, provenance
 
 SUMMARY_KEYS = ("mrr", "recall_at_1", "recall_at_5", "recall_at_10", "n_queries")
 
@@ -108,6 +109,62 @@ def aggregate_log(folder: Path, frame: pd.DataFrame, record: AggregateRecord) ->
                   summary={"eval/baseline_mrr": record.baseline_mrr, "stats/n_significant": record.n_significant,
                            "stats/n_conditions": record.n_conditions, "sweep/n_runs": record.n_runs,
                            **agreement_summary(record.gradient_vs_exact)},
+                  artifact_metadata={"corpus_hash": record.corpus_hash, "model": asdict(record.model),
+                                     "task_fingerprint": record.task_fingerprint})
+
+
+def _curve_name(order: str, seed) -> str:
+    return f"random-{int(seed)}" if order == "random" else order
+
+
+def set_study_view(folder: Path, tables: SetTables | None, record: SetStudyRecord) -> dict:
+    """What a head-set run shows: one step per number of heads pruned (`prune/mrr/<order>` against
+    `prune/fraction_pruned`, one W&B line per order), the curve as one chart, the tables, the figures and the cited
+    numbers in the summary."""
+    summary = {"eval/baseline_mrr": record.baseline_mrr}
+    summary |= {f"prune/fraction_keeping_95/{order}": value
+                for order, value in record.findings.get("fraction_keeping_95", {}).items()}
+    if "best_head_per_layer_mrr" in record.findings:
+        summary["prune/best_head_per_layer_mrr"] = record.findings["best_head_per_layer_mrr"]
+    for kind in ("redundant_pairs", "synergistic_pairs"):
+        if kind in record.findings:
+            summary[f"prune/n_{kind}"] = len(record.findings[kind])
+    view = {"summary": summary, "history": [], "tables": {}, "plots": {},
+            "images": {f"prune/{Path(f).stem}": folder / f for f in record.files if f.endswith(".png")}}
+    if tables is None:
+        return view
+    curve = tables.curve
+    if len(curve) and curve[["mode", "side"]].drop_duplicates().shape[0] == 1:
+        lines = {_curve_name(o, s): rows.sort_values("n_pruned")
+                 for (o, s), rows in curve.groupby(["order", "seed"], dropna=False, sort=False)}
+        for n, at in curve.groupby("n_pruned", sort=True):
+            step = {"prune/n_pruned": int(n), "prune/fraction_pruned": float(at["fraction_pruned"].iloc[0])}
+            step |= {f"prune/mrr/{_curve_name(r.order, r.seed)}": r.mrr for r in at.itertuples()}
+            view["history"].append(step)
+        view["plots"]["prune/curve"] = LinePlot(
+            xs=[rows["fraction_pruned"].tolist() for rows in lines.values()],
+            ys=[rows["mrr"].tolist() for rows in lines.values()], keys=list(lines),
+            title="MRR against the fraction of heads pruned", xname="fraction pruned")
+    names = {"curve": tables.curve, "retention": tables.retention, "layer_heads": tables.layers,
+             "interactions": tables.pairs, "shapley": tables.shapley}
+    view["tables"] = {name: frame for name, frame in names.items() if len(frame)}
+    return view
+
+
+def prune_log(folder: Path, tables: SetTables | None, record: PruneRecord, data: LoadedData,
+              encoder: Encoder) -> RunLog:
+    view = set_study_view(folder, tables, record)
+    if record.shard:
+        view["summary"]["run/shard"] = record.shard
+    name = f"prune-{folder.name}"
+    return RunLog(job_type="prune", name=name, results_dir=folder, tags=["prune", record.mode, record.side],
+                  **view, **provenance(data, encoder, record.study))
+
+
+def set_aggregate_log(folder: Path, tables: SetTables, record: SetAggregateRecord) -> RunLog:
+    view = set_study_view(folder, tables, record)
+    view["summary"]["sweep/n_runs"] = record.n_runs
+    return RunLog(job_type="aggregate", name="aggregate-prune", results_dir=folder, tags=["prune"], **view,
                   artifact_metadata={"corpus_hash": record.corpus_hash, "model": asdict(record.model),
                                      "task_fingerprint": record.task_fingerprint})
 

@@ -28,6 +28,16 @@ from .settings import WandbConfig
 
 
 @dataclass
+class LinePlot:
+    """Lines of y against x, one per key, drawn by W&B as one chart (`wandb.plot.line_series`)."""
+    xs: list[float]
+    ys: list[list[float]]
+    keys: list[str]
+    title: str
+    xname: str
+
+
+@dataclass
 class RunLog:
     """Everything one command sends to W&B, gathered after its local results are written."""
     job_type: str
@@ -37,6 +47,7 @@ class RunLog:
     history: list[dict] = field(default_factory=list)       # one dict per step
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     images: dict[str, Path] = field(default_factory=dict)
+    plots: dict[str, LinePlot] = field(default_factory=dict)
     artifact_metadata: dict = field(default_factory=dict)
     config_extra: dict = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
@@ -178,6 +189,9 @@ def _log(w: WandbConfig, config: dict, study: str, study_folder: Path, log: RunL
             run.log({name: wandb.Table(dataframe=frame.astype(object).where(frame.notna(), None))})
         for name, path in log.images.items():
             run.log({name: wandb.Image(str(path))})
+        for name, plot in log.plots.items():
+            run.log({name: wandb.plot.line_series(xs=plot.xs, ys=plot.ys, keys=plot.keys, title=plot.title,
+                                                  xname=plot.xname)})
         for key, value in log.summary.items():
             run.summary[key] = value
         artifact = wandb.Artifact(artifact_name(f"results-{study}-{log.name}"), type="results",
@@ -202,9 +216,13 @@ def _lineage(run, wandb, log: RunLog) -> None:
         run.use_artifact(artifact)
 
 
+# The runs `aggregate` reads, by W&B job type: the study folder's subfolder each goes into.
+AGGREGATED_JOB_TYPES = {"ablation": "ablate", "prune": "prune"}
+
+
 def download_study(settings: WandbConfig, group: str, api=None) -> Path:
-    """The `results` artifacts of a W&B group's ablation runs, downloaded as run folders (`ablate/<run>/`) of a
-    temporary study folder named after the group."""
+    """The `results` artifacts of a W&B group's ablation and prune runs, downloaded as run folders (`ablate/<run>/`,
+    `prune/<run>/`) of a temporary study folder named after the group."""
     if api is None:
         import wandb
 
@@ -212,11 +230,12 @@ def download_study(settings: WandbConfig, group: str, api=None) -> Path:
     path = f"{settings.entity}/{settings.project}" if settings.entity else settings.project
     root = Path(tempfile.mkdtemp(prefix=f"{group}-")) / group
     count = 0
-    for run in api.runs(path, filters={"group": group, "jobType": "ablation"}):
-        for artifact in run.logged_artifacts():
-            if artifact.type == "results":  # by run id: a head rerun under the same name keeps its own folder
-                artifact.download(root=str(root / "ablate" / f"{run.name}-{run.id}"))
-                count += 1
+    for job_type, subfolder in AGGREGATED_JOB_TYPES.items():
+        for run in api.runs(path, filters={"group": group, "jobType": job_type}):
+            for artifact in run.logged_artifacts():
+                if artifact.type == "results":  # by run id: a head rerun under the same name keeps its own folder
+                    artifact.download(root=str(root / subfolder / f"{run.name}-{run.id}"))
+                    count += 1
     if not count:
-        raise UserError(f"W&B project {path} has no finished ablation runs in group {group!r}")
+        raise UserError(f"W&B project {path} has no finished ablation or prune runs in group {group!r}")
     return root
