@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -95,11 +95,25 @@ class SetPlan:
             return ORDERS.index(order) if order in ORDERS else len(ORDERS), order, -1 if seed is None else seed
 
         self.curve.sort(key=lambda p: (*order_key(p.order, p.seed), p.n_pruned))
+        self.curve = self._with_added(self.curve)
         self.orders = dict(sorted(self.orders.items(), key=lambda item: order_key(*_order_and_seed(item[0]))))
         self.layers.sort(key=lambda c: (c.layer < 0, c.layer, c.kept == NONE_KEPT,
                                         parse_head_name(c.kept) if c.kept not in (NONE_KEPT, BEST) else None))
         rank = {head: i for i, head in enumerate(self.top)}
         self.pairs.sort(key=lambda p: (rank.get(p.a, len(rank)), rank.get(p.b, len(rank)), p.a, p.b))
+
+    def _with_added(self, curve: list[CurvePoint]) -> list[CurvePoint]:
+        """Each point's `added`: the heads of its order between the previous point of the same curve and it (points
+        merged from runs of other steps get theirs from the order itself)."""
+        out, previous = [], {}
+        for point in curve:
+            key = point.order if point.seed is None else f"{point.order}-{point.seed}"
+            start = previous.get(key, 0)
+            order = self.orders.get(key)
+            added = tuple(order[start:point.n_pruned]) if order is not None else point.added
+            out.append(replace(point, added=added))
+            previous[key] = point.n_pruned
+        return out
 
     def as_dict(self) -> dict:
         return asdict(self)

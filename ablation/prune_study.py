@@ -50,7 +50,7 @@ from .head_sets import (
     top_heads,
 )
 from .record import FinishedAblation, ModelFacts, PruneRecord, find_ablation
-from .set_analysis import SetTables, best_kept, set_tables
+from .set_analysis import SetTables, best_kept, findings, set_tables
 from .set_report import write_set_report
 from .settings import AblationConfig, PruneConfig
 from .study import AblationStudy
@@ -94,7 +94,7 @@ class PruneStudy(AblationStudy):
         if prune.steps is not None and len(self.counts) < len({0, *prune.steps}):
             print(f"note: prune.steps give {len({0, *prune.steps})} fractions, but only {len(self.counts)} distinct "
                   f"numbers of heads (of {n}): {self.counts}", file=sys.stderr)
-        if exact is not None:
+        if "exact" in self.orders:
             self._add_order("exact", None, least_important_first(self.universe, exact))
         for seed in prune.seeds if "random" in self.orders else ():
             self._add_order("random", seed, random_order(self.universe, seed))
@@ -105,7 +105,7 @@ class PruneStudy(AblationStudy):
 
     def _exact_importance(self) -> dict[HeadId, float]:
         a = self.ablation
-        found = find_ablation(self.cache_dir, self.prune.ablation_run, str(a.mode), str(a.side))
+        found = find_ablation(self.cache_dir, self.prune.ablation_run, str(a.mode), str(a.side), self.universe)
         where = self.prune.ablation_run or f"the study {self.cache_dir}"
         if found is None:
             raise UserError(f"the exact order and ranking need single-head ΔMRR ({a.mode} mask, {a.side} side), and "
@@ -287,20 +287,3 @@ class PruneStudy(AblationStudy):
             precision=self.precision_agreement or {"precision": str(a.precision)},
             memory={**self.plan.summary(), "measured_peak": self.measured_peak()},
             time_estimate=asdict(self.estimate))
-
-
-def findings(tables: SetTables) -> dict:
-    """The numbers a reader cites, for the record and the summary: per order the fraction pruned keeping 95% of
-    the baseline MRR, the best one-head-per-layer row, and the pairs found redundant or synergistic."""
-    out: dict = {}
-    retention = tables.retention
-    keeps = retention[retention["criterion"] == "95% of baseline MRR"]
-    out["fraction_keeping_95"] = {(f"random-{r.seed}" if r.order == "random" else r.order): r.fraction_pruned
-                                  for r in keeps.itertuples()}
-    best = tables.layers[tables.layers["kept"] == "best"]
-    if len(best):
-        out["best_head_per_layer_mrr"] = float(best["mrr"].iloc[0])
-    if len(tables.pairs):
-        out["redundant_pairs"] = [f"{r.a}+{r.b}" for r in tables.pairs.itertuples() if r.kind == "redundant"]
-        out["synergistic_pairs"] = [f"{r.a}+{r.b}" for r in tables.pairs.itertuples() if r.kind == "synergistic"]
-    return out

@@ -130,9 +130,11 @@ def _result_file(folder: Path, name: str) -> Path:
     return folder / name
 
 
-def find_ablation(study_dir: Path, chosen: str = "", mode: str = "zero", side: str = "both") -> FinishedAblation | None:
+def find_ablation(study_dir: Path, chosen: str = "", mode: str = "zero", side: str = "both",
+                  heads=None) -> FinishedAblation | None:
     """The study's single-head ablation (by default zero mask, both sides): the `chosen` folder, else the study's
-    aggregate, else its newest ablation run that has such heads."""
+    aggregate, else its newest ablation run that has such heads (with `heads`, HeadIds: all of them, where one
+    has)."""
     if chosen:
         folder = Path(chosen).expanduser()
         if not (folder / "importance.csv").is_file():
@@ -141,6 +143,7 @@ def find_ablation(study_dir: Path, chosen: str = "", mode: str = "zero", side: s
     else:
         newest_first = sorted(run_folders(Path(study_dir) / "ablate"), key=lambda path: -path.stat().st_mtime)
         candidates = [Path(study_dir) / "aggregate", *newest_first]
+    partial = None   # with `heads`: a map lacking some, for the error that names them
     for folder in candidates:
         if not (ImportanceRecord.is_finished(folder) and (folder / "importance.csv").is_file()):
             continue
@@ -151,6 +154,11 @@ def find_ablation(study_dir: Path, chosen: str = "", mode: str = "zero", side: s
                 raise
             print(f"note: {exc}; looking further", file=sys.stderr)
             continue
-        if len(finished.single_heads(mode, side)):
+        singles = finished.single_heads(mode, side)
+        if not len(singles):
+            continue
+        if heads is None or chosen or {(h.layer, h.index) for h in heads} <= {
+                (int(layer), int(head)) for layer, head in zip(singles["layer"], singles["head"])}:
             return finished
-    return None
+        partial = partial or finished
+    return partial if heads is not None else None

@@ -24,7 +24,7 @@ from .aggregation import settings_of_runs
 from .head_sets import SetPlan
 from .record import PruneRecord, SetAggregateRecord
 from .report import StudyFacts
-from .set_analysis import SetTables, set_tables
+from .set_analysis import SetTables, findings, set_tables
 from .set_report import write_set_report
 from .settings import ReportSettings
 
@@ -50,11 +50,12 @@ def finished_prune_runs(folder: Path) -> list[FinishedPrune]:
 
 
 def _merge_points(merged: list, more: list, key, what: str, where: Path) -> list:
+    """The points of both, one per key; a key both have must name the same set."""
     known = {key(item): item for item in merged}
     for item in more:
-        if key(item) in known and known[key(item)] != item:
-            raise UserError(f"{where}: its {what} {key(item)} differs from another run's ({known[key(item)]} against "
-                            f"{item}): the runs do not share one plan; aggregate them separately")
+        if key(item) in known and known[key(item)].condition != item.condition:
+            raise UserError(f"{where}: its {what} {key(item)} masks {item.condition}, another run's "
+                            f"{known[key(item)].condition}: the runs do not share one plan; aggregate them separately")
         known.setdefault(key(item), item)
     return list(known.values())
 
@@ -101,8 +102,6 @@ class SetAggregation:
         return write_set_report(Path(folder), self.tables, self.per_query, self.plans, self.facts, self.settings)
 
     def record(self) -> SetAggregateRecord:
-        from .prune_study import findings
-
         first = self.runs[0].record
         return SetAggregateRecord(
             model=first.model, corpus_hash=first.corpus_hash, task_fingerprint=first.task_fingerprint,
@@ -153,10 +152,9 @@ def aggregate_sets(runs: list[FinishedPrune], config: dict, explicit: set[str]) 
     tables = set_tables(groups, baseline_rr, settings)
     query_ids = baseline["query_id"].tolist()
     per_query = pd.concat([baseline.assign(mode="", side="")[["query_id", "condition", "rr", "mode", "side"]]]
-                          + [pd.DataFrame({"query_id": query_ids, "condition": name, "rr": rr, "mode": plan.mode,
-                                           "side": plan.side})
-                             for plan, rr_of in groups for name, rr in rr_of.items()
-                             if name in set(plan.condition_names())], ignore_index=True)
+                          + [pd.DataFrame({"query_id": query_ids, "condition": name, "rr": rr_of[name],
+                                           "mode": plan.mode, "side": plan.side})
+                             for plan, rr_of in groups for name in plan.condition_names()], ignore_index=True)
     record = first.record
     facts = StudyFacts(model=record.model.name, baseline_mrr=float(baseline_rr.mean()), n_queries=len(baseline_rr),
                        protocol=record.protocol.protocol, candidates_per_query=record.protocol.candidates_per_query,

@@ -125,8 +125,10 @@ def retention_table(curve: pd.DataFrame, baseline_mrr: float) -> pd.DataFrame:
                 rows.append({"mode": mode, "side": side, "order": order, "seed": seed, "criterion": criterion,
                              "n_pruned": int(point["n_pruned"]), "fraction_pruned": float(point["fraction_pruned"]),
                              "mrr": float(point["mrr"]), "first_failing_fraction": fails_at})
-    return pd.DataFrame(rows, columns=["mode", "side", "order", "seed", "criterion", "n_pruned", "fraction_pruned",
-                                       "mrr", "first_failing_fraction"])
+    frame = pd.DataFrame(rows, columns=["mode", "side", "order", "seed", "criterion", "n_pruned", "fraction_pruned",
+                                        "mrr", "first_failing_fraction"])
+    frame["seed"] = pd.Series([row["seed"] for row in rows], dtype=object)   # a seed, "mean" or none: not 4.0
+    return frame
 
 
 def best_kept(plan: SetPlan, rr: dict) -> dict[int, str]:
@@ -218,3 +220,36 @@ def set_tables(groups: list[tuple[SetPlan, dict]], baseline_rr: np.ndarray, sett
         layers=correct(layer_table(groups, tests), settings, ["mode", "side", "condition"]),
         pairs=with_kinds(correct(pair_table(groups, baseline_rr, settings), settings, ["mode", "side", "condition"])),
         shapley=shapley_table(groups, baseline_rr))
+
+
+def _masking_groups(tables: SetTables) -> list[tuple[str, str]]:
+    frames = (tables.curve, tables.layers, tables.pairs, tables.shapley)
+    return sorted({(m, s) for f in frames if len(f) for m, s in zip(f["mode"], f["side"])})
+
+
+def findings(tables: SetTables) -> dict:
+    """The numbers a reader cites, for the record and the W&B summary: per order the fraction pruned keeping 95% of
+    the baseline MRR, the MRR of the row keeping each layer's best head, the pairs found redundant or synergistic.
+    Tables of several ways of masking give one such dict per `<mode>-<side>`."""
+    def of(mode: str, side: str) -> dict:
+        def rows(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[(frame["mode"] == mode) & (frame["side"] == side)]
+        out: dict = {}
+        keeps = rows(tables.retention)
+        keeps = keeps[keeps["criterion"] == f"{0.95:.0%} of baseline MRR"]
+        if len(keeps):
+            out["fraction_keeping_95"] = {(f"random-{r.seed}" if r.order == "random" else r.order): r.fraction_pruned
+                                          for r in keeps.itertuples()}
+        best = rows(tables.layers)
+        best = best[best["kept"] == BEST]
+        if len(best):
+            out["best_head_per_layer_mrr"] = float(best["mrr"].iloc[0])
+        pairs = rows(tables.pairs)
+        if len(pairs):
+            out["redundant_pairs"] = [f"{r.a}+{r.b}" for r in pairs.itertuples() if r.kind == "redundant"]
+            out["synergistic_pairs"] = [f"{r.a}+{r.b}" for r in pairs.itertuples() if r.kind == "synergistic"]
+        return out
+    groups = _masking_groups(tables)
+    if len(groups) == 1:
+        return of(*groups[0])
+    return {f"{mode}-{side}": of(mode, side) for mode, side in groups}

@@ -9,9 +9,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ablation.aggregation import aggregate, finished_runs
-from ablation.record import AggregateRecord, SetAggregateRecord
+from ablation.record import AblationRecord, AggregateRecord, SetAggregateRecord
 from ablation.set_aggregation import aggregate_sets, finished_prune_runs
 from codesearch.errors import UserError
+from codesearch.runfolder import run_folders
 from tracking.run_logs import aggregate_log, set_aggregate_log
 from tracking.wandb_log import download_study, resolve_mode
 
@@ -42,22 +43,36 @@ def study_folder(cfg: DictConfig, study: str) -> tuple[Path, Path]:
 
 
 def run_aggregate(cfg: DictConfig, study: str, explicit: set[str] | None = None) -> Path:
-    """Both kinds of runs the study holds; returns the folder of the importance table (or, with prune runs only,
-    of the head-set tables)."""
+    """Each kind of run the study holds, each on its own (a refused kind stops not the other); returns the folder
+    of the importance table (with prune runs only, of the head-set tables)."""
     folder, home = study_folder(cfg, study)
+    explicit = explicit or set()
     pruned = finished_prune_runs(folder)
-    if pruned and not (folder / "ablate").is_dir():
-        return aggregate_prune_runs(cfg, folder, home, pruned, explicit or set())
+    if not pruned:
+        return aggregate_ablation_runs(cfg, folder, home, explicit)   # says when there are no runs at all
+    kinds = [("prune", lambda: aggregate_prune_runs(cfg, folder, home, pruned, explicit))]
+    if any(AblationRecord.is_finished(run) for run in run_folders(folder / "ablate")):
+        kinds.insert(0, ("ablation", lambda: aggregate_ablation_runs(cfg, folder, home, explicit)))
+    done, refused = [], []
+    for kind, aggregate_kind in kinds:
+        try:
+            done.append(aggregate_kind())
+        except UserError as exc:
+            refused.append(f"{kind} runs: {exc}")
+    if refused:
+        raise UserError("; ".join(refused) + (f" (written: {', '.join(map(str, done))})" if done else ""))
+    return done[0]
+
+
+def aggregate_ablation_runs(cfg: DictConfig, folder: Path, home: Path, explicit: set[str]) -> Path:
     with Run(cfg, "aggregate", AggregateRecord, study=folder.name, home=home) as run:   # the folder checked first
-        result = aggregate(finished_runs(folder), to_plain(cfg), explicit or set())
+        result = aggregate(finished_runs(folder), to_plain(cfg), explicit)
         run.begin()
         files = result.write(run.work)
         record = run.finish(result.record(), files)
         print(f"{record.n_runs} runs, {record.n_conditions} conditions, {record.n_significant} significant "
               f"({record.correction}, alpha {record.alpha}); results: {run.folder}")
         run.log(aggregate_log(run.folder, result.frame, record))
-    if pruned:
-        aggregate_prune_runs(cfg, folder, home, pruned, explicit or set())
     return run.folder
 
 

@@ -202,11 +202,16 @@ def validate(cfg: DictConfig) -> None:
 def check_prune(p) -> None:
     """The `prune` section: orders it can make, steps it can measure at."""
     orders = [str(order) for order in p.orders]
+    if not orders and not p.layer_heads and not p.interactions:
+        raise ConfigError("prune has nothing to measure: give prune.orders, prune.layer_heads=true or "
+                          "prune.interactions=K")
     if len(set(orders)) < len(orders):
         raise ConfigError(f"prune.orders={orders}: an order is named twice")
     if "random" in orders and not p.seeds:
         raise ConfigError("prune.orders has random, but prune.seeds is empty: give the random orders' seeds, e.g. "
                           "prune.seeds=[0,1,2] (the control band needs at least one)")
+    if any(seed < 0 for seed in p.seeds):
+        raise ConfigError(f"prune.seeds={list(p.seeds)}: seeds are 0 or more")
     if len(set(p.seeds)) < len(p.seeds):
         raise ConfigError(f"prune.seeds={list(p.seeds)}: a seed is named twice")
     if p.steps is not None:
@@ -224,6 +229,8 @@ def check_prune(p) -> None:
     for key in ("interactions", "shapley_permutations"):
         if p[key] < 0:
             raise ConfigError(f"prune.{key}={p[key]}: must be 0 or more")
+    if p.interactions == 1:
+        raise ConfigError("prune.interactions=1: one head makes no pair; give K >= 2, or 0 for no interactions")
     if p.shapley_permutations and p.interactions < 2:
         raise ConfigError(f"prune.shapley_permutations={p.shapley_permutations} gives Shapley values of the top-K "
                           f"heads: it needs prune.interactions=K of at least 2 (now {p.interactions})")

@@ -37,7 +37,8 @@ class Config:
     threads: int = setting("torch CPU threads; 0 = torch's default", 0)
     progress: bool = setting("show progress bars", True)
     resume: bool = setting("continue an interrupted run in output_dir (ablate: from its first unfinished "
-                           "condition; finetune: from its last checkpoint)", False)
+                           "condition; prune: from its first unmeasured head set; finetune: from its last "
+                           "checkpoint)", False)
 
 
 # Which sections each command reads (for --help and for the study key).

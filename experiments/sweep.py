@@ -46,9 +46,6 @@ def schema(command: str, runnable: bool = False) -> ProgramSchema:
     return ProgramSchema(type_of=schema_type, check=check)
 
 
-SCHEMA = schema("ablate")
-
-
 def run_sweep(cfg: DictConfig, sweep_file: str, count: int | None = None, retry_failed: bool = False,
               overrides: list[str] = (), config_files: list[str] = ()) -> Path:
     # A run's settings come from the sweep file alone, as with `wandb agent`; only where results go may be set here.

@@ -15,6 +15,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from tiny_models import make_tiny_bert, plant_pair
 
+import ablation.engine as engine
 import ablation.prune_study as prune_study
 import ablation.study as study
 import experiments.ablate
@@ -136,15 +137,17 @@ def naive_mrr(encoder, heads, mode, side, max_query_length=128, max_code_length=
     return float((1 / ranks).mean())
 
 
-@pytest.mark.parametrize("mode,side", [("zero", "both"), ("resample", "query")])
-def test_every_curve_point_and_layer_row_is_the_naive_masked_mrr(tmp_path, pairs_file, tiny_bert_dir, mode, side):
+@pytest.mark.parametrize("model,mode,side", [("tiny_bert_dir", "zero", "both"), ("tiny_bert_dir", "resample", "query"),
+                                             ("tiny_roberta_dir", "zero", "code")])
+def test_every_curve_point_and_layer_row_is_the_naive_masked_mrr(tmp_path, pairs_file, request, model, mode, side):
+    model_dir = request.getfixturevalue(model)
     runs = tmp_path / "runs"
-    common = [f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"runs_dir={runs}", f"ablation.mode={mode}",
+    common = [f"data.path={pairs_file}", f"model.name={model_dir}", f"runs_dir={runs}", f"ablation.mode={mode}",
               f"ablation.side={side}"]
     assert run("ablate", *common) == 0
     assert run("prune", *common, "prune.interactions=0", "prune.seeds=[0,1]") == 0
     out = prune_folder(runs)
-    encoder = load_encoder(str(tiny_bert_dir))
+    encoder = load_encoder(str(model_dir))
     curve = pd.read_csv(out / "curve.csv", keep_default_na=False)
     assert list(dict.fromkeys(curve["order"])) == ["exact", "gradient", "iterative", "random"]
     assert len(curve) == 5 * 9   # 4 orders (random with two seeds), 0 to 8 heads each
@@ -177,10 +180,12 @@ def test_every_curve_point_and_layer_row_is_the_naive_masked_mrr(tmp_path, pairs
 
 # ---------------------------------------------------------------------------- Michel's iterative order by hand
 
-def hand_gradient(encoder, pruned, queries, codes, temperature=0.05, lengths=(128, 256), batch_size=5):
-    """-d loss / d mask with the pruned heads masked: the whole pool's contrastive loss in one graph."""
+def hand_gradient(encoder, pruned, queries, codes, mode="zero", side="both", temperature=0.05, lengths=(128, 256),
+                  batch_size=5):
+    """-d loss / d mask with the pruned heads masked (on the masked side only, the gradient taken through it only):
+    the whole pool's contrastive loss in one graph."""
     mask = torch.ones(encoder.n_layers, encoder.n_heads, requires_grad=True)
-    pruned_mask = HeadMask(pruned) if pruned else None
+    pruned_mask = HeadMask(pruned, mode) if pruned else None
 
     def hook(layer, z, attention_mask):
         if pruned_mask is not None:
@@ -188,10 +193,12 @@ def hand_gradient(encoder, pruned, queries, codes, temperature=0.05, lengths=(12
             z = z if replaced is None else replaced
         return z * mask[layer][None, None, :, None]
     embedded = []
-    for texts, length in ((queries, lengths[0]), (codes, lengths[1])):
+    for name, texts, length in (("query", queries, lengths[0]), ("code", codes, lengths[1])):
+        masked = side in (name, "both")
         rows = [None] * len(texts)
-        for batch, embeddings in encoder.forward_batches(encoder.tokenize(texts, length), batch_size, hook=hook,
-                                                         grad=True, progress=False):
+        for batch, embeddings in encoder.forward_batches(encoder.tokenize(texts, length), batch_size,
+                                                         hook=hook if masked else None, grad=masked,
+                                                         progress=False):
             for position, row in zip(batch.positions, embeddings):
                 rows[position] = row
         embedded.append(torch.stack(rows).float())
@@ -200,19 +207,20 @@ def hand_gradient(encoder, pruned, queries, codes, temperature=0.05, lengths=(12
     return (-mask.grad).numpy()
 
 
-def test_iterative_order_is_a_hand_loop_of_gradient_estimates(tmp_path, pairs_file, tiny_bert_dir):
+@pytest.mark.parametrize("mode,side", [("zero", "both"), ("resample", "query")])
+def test_iterative_order_is_a_hand_loop_of_gradient_estimates(tmp_path, pairs_file, tiny_bert_dir, mode, side):
     from conftest import CODES, QUERIES
 
     runs = tmp_path / "runs"
     assert run("prune", f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"runs_dir={runs}",
                "prune.orders=[iterative]", "prune.steps=[0.25,0.5,0.75,1.0]", "prune.layer_heads=false",
-               "prune.interactions=0") == 0
+               "prune.interactions=0", f"ablation.mode={mode}", f"ablation.side={side}") == 0
     out = prune_folder(runs)
     [plan] = json.loads((out / "plan.json").read_text())
     encoder = load_encoder(str(tiny_bert_dir))
     pruned, order = [], []
     for target in (2, 4, 6, 8):
-        scores = hand_gradient(encoder, pruned, QUERIES, CODES)
+        scores = hand_gradient(encoder, pruned, QUERIES, CODES, mode, side)
         remaining = sorted({parse_head_name(f"L{layer}H{h}") for layer in range(2) for h in range(4)} - set(pruned))
         chosen = sorted(remaining, key=lambda head: (scores[head.layer, head.index], head))[:target - len(pruned)]
         pruned, order = pruned + chosen, order + chosen
@@ -220,6 +228,13 @@ def test_iterative_order_is_a_hand_loop_of_gradient_estimates(tmp_path, pairs_fi
     curve = pd.read_csv(out / "curve.csv", keep_default_na=False)
     assert curve["n_pruned"].tolist() == [0, 2, 4, 6, 8]
     assert curve["added"].tolist()[1:] == ["+".join(h.name for h in order[i:i + 2]) for i in (0, 2, 4, 6)]
+    # The scores kept for each step are the hand loop's (the first step's is the study's gradient).
+    kept = [json.loads(path.read_text()) for path in (out / "conditions").glob("iterative_gradient*.json")]
+    assert len(kept) == 3
+    for step in kept:
+        heads = [parse_head_name(name) for name in step["pruned"]]
+        np.testing.assert_allclose(step["scores"], hand_gradient(encoder, heads, QUERIES, CODES, mode, side),
+                                   rtol=1e-4, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------- shards, resume, W&B
@@ -248,8 +263,39 @@ def test_shards_aggregate_into_the_whole_runs_tables(tmp_path, pairs_file, tiny_
     whole = prune_folder(tmp_path / "whole")
     for name in ("curve.csv", "retention.csv", "interactions.csv", "shapley.csv", "curve.md", "interactions.tex"):
         assert (shards / "aggregate-prune" / name).read_text() == (whole / name).read_text(), name
+    assert (shards / "aggregate-prune" / "per_query.csv").read_text() == (whole / "per_query.csv").read_text()
     record = json.loads((shards / "aggregate-prune" / "run.json").read_text())
     assert record["command"] == "aggregate" and record["n_runs"] == 3
+
+
+def test_steps_and_masking_modes_spread_over_runs_aggregate(tmp_path, pairs_file, tiny_bert_dir):
+    """Runs of other steps merge into one curve (each point's added heads from the order itself); runs of other
+    masking into one table with a row per way, the cited numbers per way."""
+    common = [f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", "prune.layer_heads=false",
+              "prune.interactions=0", "prune.orders=[exact,random]", "prune.seeds=[4]"]
+    for runs in ("whole", "spread"):
+        assert run("ablate", *common, f"runs_dir={tmp_path / runs}") == 0
+    assert run("prune", *common, f"runs_dir={tmp_path / 'whole'}", "prune.steps=[0.25,0.5,0.75,1.0]") == 0
+    for steps in ("[0.25,0.5]", "[0.75,1.0]"):
+        assert run("prune", *common, f"runs_dir={tmp_path / 'spread'}", f"prune.steps={steps}") == 0
+    spread = study_folder(tmp_path / "spread")
+    assert main(["aggregate", str(spread)]) == 0
+    whole = prune_folder(tmp_path / "whole")
+    for name in ("curve.csv", "retention.csv", "curve.md"):
+        assert (spread / "aggregate-prune" / name).read_text() == (whole / name).read_text(), name
+    # Another way of masking in the same study: its rows beside, corrected together, cited apart.
+    assert run("prune", *common, f"runs_dir={tmp_path / 'spread'}", "prune.steps=[0.5,1.0]",
+               "prune.orders=[random]", "ablation.mode=resample", "ablation.side=query") == 0
+    assert main(["aggregate", str(spread)]) == 0
+    curve = pd.read_csv(spread / "aggregate-prune" / "curve.csv", keep_default_na=False)
+    assert set(zip(curve["mode"], curve["side"])) == {("zero", "both"), ("resample", "query")}
+    tested = curve[curve["n_pruned"] > 0].drop_duplicates(["mode", "side", "condition"])
+    np.testing.assert_allclose(tested["p_adjusted"].astype(float),
+                               multipletests(tested["p_value"].astype(float), method="holm")[1])
+    findings = json.loads((spread / "aggregate-prune" / "run.json").read_text())["findings"]
+    assert set(findings) == {"resample-query", "zero-both"}
+    assert set(findings["resample-query"]["fraction_keeping_95"]) == {"random-4"}
+    assert (spread / "aggregate-prune" / "curve-resample-query.png").is_file()
 
 
 def test_an_interrupted_run_resumes_without_repeating_work(tmp_path, pairs_file, tiny_bert_dir, monkeypatch):
@@ -275,6 +321,12 @@ def test_an_interrupted_run_resumes_without_repeating_work(tmp_path, pairs_file,
         measured.extend(c.name for c in conditions)
         return original_run(encoder, query, code, conditions, *args, **kwargs)
     monkeypatch.setattr(study, "run_conditions", counting)
+    reruns, engine_run = [], engine.run_conditions
+
+    def counting_reruns(encoder, query, code, conditions, *args, **kwargs):
+        reruns.extend(c.name for c in conditions)
+        return engine_run(encoder, query, code, conditions, *args, **kwargs)
+    monkeypatch.setattr(engine, "run_conditions", counting_reruns)
     calls.clear()
     monkeypatch.setattr(prune_study, "gradient_scores", lambda *a, **k: calls.append(1) or original(*a, **k))
     assert run("prune", *common, f"runs_dir={tmp_path / 'interrupted'}", "resume=true") == 0
@@ -283,6 +335,8 @@ def test_an_interrupted_run_resumes_without_repeating_work(tmp_path, pairs_file,
     curve = pd.read_csv(resumed / "curve.csv", keep_default_na=False)
     # Only the iterative set of 6 heads was measured now (that of 8 is every head, measured by the exact order).
     assert measured == curve.loc[(curve["order"] == "iterative") & (curve["n_pruned"] == 6), "condition"].tolist()
+    # ...and the set of 4 encoded again, once, for step 3's gradient (its ranks were kept, its embeddings not).
+    assert reruns == curve.loc[(curve["order"] == "iterative") & (curve["n_pruned"] == 4), "condition"].tolist()
     for name in ("curve.csv", "layer_heads.csv", "interactions.csv"):
         assert (resumed / name).read_text() == (straight / name).read_text(), name
 
@@ -318,6 +372,9 @@ def test_wandb_shows_the_curve_as_a_line_plot(tmp_path, pairs_file, tiny_bert_di
     (["prune.orders=[gradient]", "prune.interactions=9", "prune.rank_by=gradient"], "prune.interactions=9"),
     (["prune.orders=[random]", "prune.seeds=[]"], "prune.seeds is empty"),
     (["prune.orders=[random]", "prune.steps=[0.5,0.2]"], "not increasing"),
+    (["prune.orders=[random]", "prune.seeds=[-1]"], "seeds are 0 or more"),
+    (["prune.orders=[random]", "prune.interactions=1"], "one head makes no pair"),
+    (["prune.orders=[]", "prune.layer_heads=false", "prune.interactions=0"], "nothing to measure"),
     (["prune.orders=[random]", "prune.steps=[0.2,1.5]"], "1.5 is no fraction"),
     (["prune.orders=[iterative]", "prune.interactions=0", "prune.layer_heads=false", "ablation.shard=1/2"],
      "cannot be sharded"),
@@ -335,9 +392,22 @@ def test_bad_input_is_refused_before_any_encoding(tmp_path, pairs_file, tiny_ber
 
 def test_an_exact_order_needs_every_head_of_the_map(tmp_path, pairs_file, tiny_bert_dir, capsys):
     common = [f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"runs_dir={tmp_path}"]
+    exact = ["prune.orders=[exact]", "prune.interactions=0", "prune.layer_heads=false", "prune.steps=[1.0]"]
     assert run("ablate", *common, "ablation.heads=0.*") == 0
-    assert run("prune", *common, "prune.orders=[exact]", "prune.interactions=0") == 2
+    assert run("prune", *common, *exact) == 2
     assert "no single-head ΔMRR for 4 of the heads" in capsys.readouterr().err
+    # A whole map, then a newer partial run: the whole map gives the order.
+    assert run("ablate", *common) == 0
+    assert run("ablate", *common, "ablation.heads=1.*") == 0
+    assert run("prune", *common, *exact) == 0
+    record = json.loads((prune_folder(tmp_path) / "run.json").read_text())
+    assert Path(record["exact_source"]).name.startswith("all-zero-both-")
+    # Ranked by the map, no curve asked for: pairs only.
+    assert run("prune", *common, "prune.orders=[]", "prune.layer_heads=false", "prune.interactions=2",
+               "output_dir=pairs") == 0
+    [plan] = json.loads(Path("pairs/plan.json").read_text())
+    assert plan["curve"] == [] and plan["orders"] == {} and len(plan["pairs"]) == 1
+    assert not Path("pairs/curve.csv").exists() and Path("pairs/interactions.csv").is_file()
 
 
 # ---------------------------------------------------------------------------- retention, worked by hand

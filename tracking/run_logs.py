@@ -117,18 +117,24 @@ def _curve_name(order: str, seed) -> str:
     return f"random-{int(seed)}" if order == "random" else order
 
 
+FINDINGS = ("fraction_keeping_95", "best_head_per_layer_mrr", "redundant_pairs", "synergistic_pairs")
+
+
 def set_study_view(folder: Path, tables: SetTables | None, record: SetStudyRecord) -> dict:
     """What a head-set run shows: one step per number of heads pruned (`prune/mrr/<order>` against
     `prune/fraction_pruned`, one W&B line per order), the curve as one chart, the tables, the figures and the cited
-    numbers in the summary."""
+    numbers in the summary (`prune/<mode>-<side>/...` when it holds several ways of masking)."""
     summary = {"eval/baseline_mrr": record.baseline_mrr}
-    summary |= {f"prune/fraction_keeping_95/{order}": value
-                for order, value in record.findings.get("fraction_keeping_95", {}).items()}
-    if "best_head_per_layer_mrr" in record.findings:
-        summary["prune/best_head_per_layer_mrr"] = record.findings["best_head_per_layer_mrr"]
-    for kind in ("redundant_pairs", "synergistic_pairs"):
-        if kind in record.findings:
-            summary[f"prune/n_{kind}"] = len(record.findings[kind])
+    single = any(key in record.findings for key in FINDINGS)
+    for masking, found in ({"": record.findings} if single else record.findings).items():
+        prefix = f"prune/{masking}/" if masking else "prune/"
+        summary |= {f"{prefix}fraction_keeping_95/{order}": value
+                    for order, value in found.get("fraction_keeping_95", {}).items()}
+        if "best_head_per_layer_mrr" in found:
+            summary[f"{prefix}best_head_per_layer_mrr"] = found["best_head_per_layer_mrr"]
+        for kind in ("redundant_pairs", "synergistic_pairs"):
+            if kind in found:
+                summary[f"{prefix}n_{kind}"] = len(found[kind])
     view = {"summary": summary, "history": [], "tables": {}, "plots": {},
             "images": {f"prune/{Path(f).stem}": folder / f for f in record.files if f.endswith(".png")}}
     if tables is None:
