@@ -67,6 +67,11 @@ class PruneStudy(AblationStudy):
         """The heads to prune among, the importance sources and the plan's first part, checked before any data
         is read: a missing single-head ablation, K above the number of heads, shards with sequential parts."""
         self.shard_of = ablation.shard_of
+        ignored = [key for key, value in (("ablation.top_k", ablation.top_k), ("ablation.per_head=false",
+                                                                                 not ablation.per_head)) if value]
+        if ignored:
+            print(f"note: prune picks its own sets; {' and '.join(ignored)} are not used (the heads pruned among "
+                  f"are ablation.heads)", file=sys.stderr)
         single = replace(ablation, per_head=True, top_k=0, shard=None, gradient=prune.wants_gradient)
         super().__init__(encoder, single, model, evaluation, seed, study_dir, progress, timings)
         self.prune = prune
