@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine with Python 3.11 and pip:
-#   make demo   create .venv, install, run the main study on the built-in defaults
+#   make demo   create .venv, install, run the main study on the built-in defaults, write its report
 #   make test   create .venv if missing, install with dev extras, run the whole suite
 PYTHON ?= python3
 VENV := .venv
@@ -33,6 +33,7 @@ demo: $(VENV)/.installed
 	$(BIN)/codebert-heads evaluate --config demo
 	$(BIN)/codebert-heads ablate --config demo
 	$(BIN)/codebert-heads attention --config demo
+	$(BIN)/codebert-heads report --config demo
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

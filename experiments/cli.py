@@ -60,6 +60,11 @@ COMMANDS = {
                          "experiments.aggregate:run_aggregate",
                          (("study", {"metavar": "STUDY", "help": "the study's folder, its name under runs_dir, "
                                                                   "or (W&B online) its group name"}),)),
+    "report": Command("one self-contained HTML page of a study's finished runs (report/index.html), and online a "
+                      "W&B Report of its group", "experiments.report:run_report",
+                      (("study", {"metavar": "STUDY", "nargs": "?", "default": "",
+                                  "help": "the study's folder or its name under runs_dir; none: the study the "
+                                          "settings name (e.g. --config demo)"}),)),
     "compare": Command("studies head by head: base against fine-tuned query by query (same queries and candidates), "
                        "or any studies of one head grid by their maps (are the same heads important?)",
                        "experiments.compare:run_compare",
@@ -140,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             values = getattr(args, argument)
             args.overrides = [*(item for item in values if "=" in item), *args.overrides]
             setattr(args, argument, [item for item in values if "=" not in item])
+        if options.get("nargs") == "?" and "=" in (getattr(args, argument) or ""):   # an override, not the argument
+            args.overrides = [getattr(args, argument), *args.overrides]
+            setattr(args, argument, options.get("default"))
     if args.command == "probe":  # `probe task=X` is how people say it
         args.overrides = [f"probe.{item}" if item.startswith("task=") else item for item in args.overrides]
     try:

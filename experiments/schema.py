@@ -53,6 +53,7 @@ COMMAND_SECTIONS = {
     "sweep": ("wandb",),
     "aggregate": ("ablation", "wandb"),
     "compare": ("compare", "wandb"),
+    "report": ("wandb",),
 }
 TOP_LEVEL = ("runs_dir", "output_dir", "seed", "threads", "progress", "resume")
 # The settings that decide a study's baseline: every run of a study shares its queries, pool and model.

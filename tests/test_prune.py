@@ -352,7 +352,7 @@ def test_wandb_shows_the_curve_as_a_line_plot(tmp_path, pairs_file, tiny_bert_di
     assert log.job_type == "prune" and log.name.startswith("prune-")
     assert [step["prune/n_pruned"] for step in log.history] == [0, 2, 4, 8]
     assert set(log.history[1]) >= {"prune/mrr/exact", "prune/mrr/gradient", "prune/mrr/random-0"}
-    plot = log.plots["prune/curve"]
+    plot = log.plots["prune/curve_chart"]
     assert plot.keys == ["exact", "gradient", "random-0", "random-1", "random-2"]
     assert plot.xs[0] == [0.0, 0.25, 0.5, 1.0] and len(plot.ys[0]) == 4
     assert "prune/fraction_keeping_95/exact" in log.summary

@@ -147,7 +147,7 @@ def set_study_view(folder: Path, tables: SetTables | None, record: SetStudyRecor
             step = {"prune/n_pruned": int(n), "prune/fraction_pruned": float(at["fraction_pruned"].iloc[0])}
             step |= {f"prune/mrr/{_curve_name(r.order, r.seed)}": r.mrr for r in at.itertuples()}
             view["history"].append(step)
-        view["plots"]["prune/curve"] = LinePlot(
+        view["plots"]["prune/curve_chart"] = LinePlot(
             xs=[rows["fraction_pruned"].tolist() for rows in lines.values()],
             ys=[rows["mrr"].tolist() for rows in lines.values()], keys=list(lines),
             title="MRR against the fraction of heads pruned", xname="fraction pruned")
