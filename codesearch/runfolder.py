@@ -45,6 +45,17 @@ class Timings(dict):
         return {name: round(seconds, 3) for name, seconds in self.items()}
 
 
+def flat(settings: dict, prefix: str = "") -> dict:
+    """Nested settings as dotted keys, so a mismatch names the setting."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out |= flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def differing_keys(stored: dict, current: dict) -> list[str]:
     """The keys whose values differ between two signatures (what a refused resume names)."""
     return sorted(key for key in set(stored) | set(current) if stored.get(key) != current.get(key))

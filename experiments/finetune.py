@@ -20,10 +20,11 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from codesearch.runfolder import flat
 from heads.models import encoder_for
 from tracking.run_logs import finetune_log
 from tracking.wandb_log import start_run
-from training.checkpoints import BEST, flat, resume_point
+from training.checkpoints import BEST, resume_point
 from training.record import FinetuneRecord
 from training.study import FinetuneStudy
 

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from codesearch.errors import UserError
 from codesearch.files import atomic_write_text
 from codesearch.loading import load_data
+from codesearch.runfolder import flat
 from heads.models import encoder_for
 from heads.naming import HeadId
 from report.examples import attention_examples
@@ -26,24 +27,14 @@ from .schema import COMMAND_SECTIONS, Config
 NOT_SHOWN = {"runs_dir", "output_dir", "progress", "resume", "wandb"}
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= _leaves(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def command_line(run: Folder, study: str) -> str:
     """`codebert-heads <command> key=value ...`: the run's settings that differ from its command's defaults."""
     command = run.record.command
     if command not in COMMAND_SECTIONS:
         return f"# {command}: not a codebert-heads command"
-    defaults = _leaves(to_plain(load_config(command)))
+    defaults = flat(to_plain(load_config(command)))
     sections = set(COMMAND_SECTIONS[command]) | {"seed", "threads"}
-    changed = [f"{key}={_value(value)}" for key, value in _leaves(run.record.config).items()
+    changed = [f"{key}={_value(value)}" for key, value in flat(run.record.config).items()
                if key.split(".")[0] in sections - NOT_SHOWN and defaults.get(key) != value]
     positional = {"aggregate": [study], "compare": [s.get("name", "") for s in getattr(run.record, "studies", [])]}
     return " ".join(["codebert-heads", command, *positional.get(command, []), *changed])

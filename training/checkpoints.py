@@ -13,17 +13,6 @@ LAST = "last.ckpt"
 BEST = "best"           # best.ckpt: the epoch with the highest val/mrr so far
 
 
-def flat(settings: dict, prefix: str = "") -> dict:
-    """Nested settings as dotted keys, so a mismatch names the setting."""
-    out = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            out |= flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def resume_point(folder: Path, signature: dict, resume: bool) -> str | None:
     """The checkpoint to continue from (None: start afresh). A checkpoint of other settings is refused."""
     last = Path(folder) / LAST
