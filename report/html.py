@@ -113,9 +113,9 @@ def _ablation(runs: StudyRuns) -> list[str]:
         return (f"{row['condition']}: ΔMRR {row['delta_mrr']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], "
                 f"p_adj {row['p_adjusted']:.3g}, d {row['cohens_d']:.2f}")
     out = ["<h2 id=\"ablation\">Which heads retrieval needs: head ablation</h2>",
-           paragraph(f"Each head masked alone ({escape(record.config.get('ablation', {}).get('mode', 'zero'))} mask, "
-                     f"both sides) against the baseline MRR {record.baseline_mrr:.4f} on {record.protocol.n_queries} "
-                     f"queries; cells are ΔMRR × 100 (red: the head helped), boxed where significant "
+           paragraph(f"Each head masked alone (zero mask, both sides) against the baseline MRR "
+                     f"{record.baseline_mrr:.4f} on {record.protocol.n_queries} queries; cells are ΔMRR × 100 (red: "
+                     f"the head helped), boxed where significant "
                      f"({escape(record.correction)}, alpha {record.alpha}). Hover a cell for its numbers. From "
                      f"<code>{escape(found.folder)}</code>."),
            heatmap(_matrix(frame, "delta_mrr", layers, heads), _tips(frame, layers, heads, tip), "ablation-heatmap",
@@ -235,7 +235,8 @@ def _head_sets(runs: StudyRuns) -> list[str]:
         columns = [("order", "order", str), ("seed", "seed", str), ("criterion", "keeps", str),
                    ("fraction_pruned", "fraction pruned", _plain), ("n_pruned", "heads pruned", number),
                    ("mrr", "MRR there", _plain)]
-        out += ["<h3>How much can be pruned</h3>", table(keeps.astype({"seed": str}), columns, "retention")]
+        keeps = keeps.assign(seed=keeps["seed"].fillna("").astype(str))
+        out += ["<h3>How much can be pruned</h3>", table(keeps, columns, "retention")]
     if (run.folder / "layer_heads.png").is_file():
         out += ["<h3>One head per layer</h3>", image(run.folder / "layer_heads.png", "one head per layer")]
     pairs = run.csv("interactions.csv")
@@ -264,13 +265,17 @@ def _finetune(runs: StudyRuns) -> list[str]:
                              f"validation MRR {r.best_val_mrr:.4f} at epoch {r.best_epoch}, test MRR {r.test_mrr:.4f}. "
                              f"Model folder <code>{escape(run.folder / r.model_folder)}</code>."))
         if history is not None and len(history):
-            fig, ax = plt.subplots(figsize=(5.5, 3.4))
-            for column in [c for c in history.columns if c != "epoch" and history[c].notna().any()][:4]:
-                ax.plot(history["epoch"] if "epoch" in history else range(len(history)), history[column],
-                        marker="o", label=column)
-            ax.set_xlabel("epoch")
-            ax.legend(fontsize=8)
+            fig, loss = plt.subplots(figsize=(5.5, 3.4))
+            loss.plot(history["epoch"], history["train_loss"], marker="o", color="tab:orange")
+            loss.set_ylabel("train loss", color="tab:orange")
+            loss.set_xlabel("epoch")
+            mrr = loss.twinx()
+            mrr.plot(history["epoch"], history["val_mrr"], marker="o", color="tab:blue")
+            mrr.set_ylabel("validation MRR", color="tab:blue")
             out.append(figure(fig, "training curve"))
+            out.append(table(history, [("epoch", "epoch", number), ("step", "step", number),
+                                       ("train_loss", "train loss", _plain), ("val_mrr", "val MRR", _plain)],
+                             f"finetune-{run.folder.name}"))
     return out
 
 

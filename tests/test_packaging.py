@@ -8,8 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The project's packages, and the helpers the tests and benchmarks import by file name.
-LOCAL = {"codesearch", "heads", "ablation", "probing", "attention", "comparison", "training", "tracking", "experiments",
-         "sweeps", "benchmarks", "tests"}
+LOCAL = {"codesearch", "heads", "ablation", "probing", "attention", "comparison", "training", "tracking", "report",
+         "experiments", "sweeps", "benchmarks", "tests"}
 LOCAL |= {path.stem for folder in ("tests", "benchmarks") for path in (ROOT / folder).glob("*.py")}
 
 
@@ -51,8 +51,8 @@ def _undeclared(folders: list[str], extra: str | None) -> list[str]:
 
 
 def test_package_imports_are_runtime_dependencies():
-    assert _undeclared(["codesearch", "heads", "ablation", "probing", "comparison", "training", "experiments",
-                        "sweeps"], None) == []
+    assert _undeclared(["codesearch", "heads", "ablation", "probing", "comparison", "training", "report",
+                        "experiments", "sweeps"], None) == []
 
 
 def test_test_and_benchmark_imports_are_dev_dependencies():

@@ -217,3 +217,38 @@ def test_probes_and_attention_sections(tmp_path, probe_corpus, tiny_bert_dir):  
         assert cells[(row.layer, row.head)] == row.q2c_mass
     record = json.loads((study / "report" / "run.json").read_text())
     assert record["sections"] == ["ablate", "probe", "attention"]
+
+
+def test_finetune_and_comparison_sections(study, tmp_path):
+    """A fine-tuning run and a comparison beside the study (records as those commands write them): their sections
+    show the record's numbers and the comparison's maps."""
+    import shutil
+
+    from comparison.record import CompareRecord
+    from training.record import FinetuneRecord
+
+    runs = tmp_path / "runs"
+    copy = runs / study.name
+    shutil.copytree(study, copy)
+    tune = copy / "finetune" / "tuned"
+    tune.mkdir(parents=True)
+    pd.DataFrame({"epoch": [0, 1], "step": [10, 20], "train_loss": [2.5, 1.25], "val_mrr": [0.4, 0.55],
+                  "lr": [1e-5, 0.0]}).to_csv(tune / "metrics.csv", index=False)
+    FinetuneRecord(command="finetune", base_model="tiny", base_revision="r", recipe={}, model_folder="model",
+                   model_revision="m", data={}, corpus_hash="c", n_train_pairs=10, n_valid_queries=5,
+                   hyperparameters={}, steps=20, epochs_run=2, best_epoch=1, best_val_mrr=0.55,
+                   test_mrr=0.5123).write(tune)
+    compared = runs / "compare" / "base-vs-tuned"
+    compared.mkdir(parents=True)
+    shutil.copy(next((study / "ablate").iterdir()) / "heatmap.png", compared / "heatmap_difference.png")
+    CompareRecord(command="compare", studies=[{"name": study.name}, {"name": "other"}], layers=2, heads=4,
+                  mode="zero", side="both", paired=True, pairing="paired: the same 12 queries").write(compared)
+    assert main(["report", str(copy), "wandb.mode=disabled"]) == 0
+    text = (copy / "report" / "index.html").read_text()
+    assert "test MRR 0.5123" in text and "best validation MRR 0.5500 at epoch 1" in text
+    values = [float(v) for v in re.findall(r'data-column="val_mrr" data-value="([^"]+)"', text)]
+    assert values == [0.4, 0.55]
+    assert f"{study.name} against other" in text and "paired: the same 12 queries" in text
+    assert text.count("data:image/png;base64,") >= 3   # the training curve, the comparison's map, ...
+    record = json.loads((copy / "report" / "run.json").read_text())
+    assert {"finetune", "compare"} <= set(record["sections"]) and record["missing"] == ["probe", "attention"]
