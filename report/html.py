@@ -210,6 +210,11 @@ def _attention(runs: StudyRuns) -> list[str]:
             stem = Path(name).stem
             if name.endswith(".png") and (stem.startswith("enrichment") or stem in ("dendrogram", "head_map_pca")):
                 out.append(f"<h4>{escape(stem)}</h4>" + image(run.folder / name, stem))
+        joined = [c for c in ("delta_mrr", "selectivity", "cluster", *record.statistics) if c in heads]
+        columns = [("condition", "head", str)] + [(c, c, _signed if c == "delta_mrr" else number if c == "cluster"
+                                                  else _plain) for c in joined]
+        out += ["<h4>Every head: its statistics beside its ΔMRR (click a header to sort)</h4>",
+                table(heads, columns, f"heads-{record.input}")]
         correlations = run.csv("correlations.csv")
         if correlations is not None and len(correlations):
             columns = [("statistic", "statistic", str), ("against", "against", str), ("n_heads", "heads", number),

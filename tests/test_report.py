@@ -215,6 +215,8 @@ def test_probes_and_attention_sections(tmp_path, probe_corpus, tiny_bert_dir):  
              for c in parsed(page).cells["attention-pair-q2c_mass"]}
     for row in heads.itertuples():
         assert cells[(row.layer, row.head)] == row.q2c_mass
+    joined = {c["data-value"] for c in parsed(page).cells["heads-pair"] if c["data-column"] == "delta_mrr"}
+    assert joined == {repr(float(v)) for v in heads["delta_mrr"]}
     record = json.loads((study / "report" / "run.json").read_text())
     assert record["sections"] == ["ablate", "probe", "attention"]
 
