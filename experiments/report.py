@@ -79,7 +79,11 @@ def head_examples(cfg: DictConfig, runs: StudyRuns, n_heads: int = 3, n_pairs: i
         return [], ""
     singles = runs.ablation.single_heads().sort_values(["delta_mrr", "layer", "head"])
     heads = [HeadId(int(r.layer), int(r.head)) for r in singles.head(n_heads).itertuples()]
-    settings = as_sections(OmegaConf.merge(OmegaConf.structured(Config), runs.ablation.record.config))
+    # The model and data of a run that encoded them (an aggregate's own config names neither).
+    made = next((run.record for run in [*runs.ablations, runs.evaluation] if run is not None), None)
+    if made is None:
+        return [], "The examples need the study's model and data, named by its ablate or evaluate runs: none is here."
+    settings = as_sections(OmegaConf.merge(OmegaConf.structured(Config), made.config))
     try:
         encoder = encoder_for(settings.model, attn_implementation="eager")   # SDPA returns no attention weights
         task = load_data(settings.data, settings.corpus, settings.seed, progress=False).task

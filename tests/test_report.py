@@ -221,10 +221,12 @@ def test_probes_and_attention_sections(tmp_path, probe_corpus, tiny_bert_dir):  
     assert record["sections"] == ["ablate", "probe", "attention"]
 
 
-def test_finetune_and_comparison_sections(study, tmp_path):
+def test_finetune_and_comparison_sections(study, tmp_path, tiny_bert_dir):
     """A fine-tuning run and a comparison beside the study (records as those commands write them): their sections
-    show the record's numbers and the comparison's maps."""
+    show the record's numbers and the comparison's maps. The study aggregated: the examples still use its model."""
     import shutil
+
+    from conftest import CODES, QUERIES
 
     from comparison.record import CompareRecord
     from training.record import FinetuneRecord
@@ -245,8 +247,18 @@ def test_finetune_and_comparison_sections(study, tmp_path):
     shutil.copy(next((study / "ablate").iterdir()) / "heatmap.png", compared / "heatmap_difference.png")
     CompareRecord(command="compare", studies=[{"name": study.name}, {"name": "other"}], layers=2, heads=4,
                   mode="zero", side="both", paired=True, pairing="paired: the same 12 queries").write(compared)
+    assert main(["aggregate", str(copy), "wandb.mode=disabled"]) == 0
     assert main(["report", str(copy), "wandb.mode=disabled"]) == 0
     text = (copy / "report" / "index.html").read_text()
+    assert f"{copy / 'aggregate'}</code>" in text   # the map shown is the aggregate's
+    importance = pd.read_csv(copy / "aggregate" / "importance.csv")
+    top = importance.sort_values(["delta_mrr", "layer", "head"]).iloc[0]
+    view = re.search(rf'<svg class="head-view" id="head-view-{top["condition"]}-0".*?</svg>', text, re.S).group(0)
+    attention = direct_attention(tiny_bert_dir, QUERIES[0], CODES[0], int(top["layer"]), int(top["head"]))
+    weights = re.findall(r'data-query="(\d+)">(.*?)</g>', view, re.S)
+    query, group = weights[0]
+    code, weight = re.findall(r'data-code="(\d+)" data-weight="([^"]+)"', group)[0]
+    assert float(weight) == pytest.approx(attention[int(query), int(code)], abs=1e-6)
     assert "test MRR 0.5123" in text and "best validation MRR 0.5500 at epoch 1" in text
     values = [float(v) for v in re.findall(r'data-column="val_mrr" data-value="([^"]+)"', text)]
     assert values == [0.4, 0.55]
