@@ -9,15 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablation.record import (
-    AblationRecord,
-    FinishedAblation,
-    ImportanceRecord,
-    PruneRecord,
-    SetAggregateRecord,
-    SetStudyRecord,
-    find_ablation,
-)
+from ablation.record import AblationRecord, FinishedAblation, PruneRecord, SetAggregateRecord, find_ablation
 from attention.record import AttentionRecord
 from codesearch.errors import UserError
 from codesearch.runfolder import RunRecord, run_folders
@@ -127,6 +119,3 @@ def _head_sets(folder: Path) -> Folder | None:
                    if any((run.folder / name).is_file() for name in ("curve.csv", "layer_heads.csv",
                                                                       "interactions.csv"))]
     return max(with_tables, key=lambda run: run.folder.stat().st_mtime) if with_tables else None
-
-
-__all__ = ["KINDS", "Folder", "StudyRuns", "ImportanceRecord", "SetStudyRecord"]
