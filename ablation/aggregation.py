@@ -95,26 +95,34 @@ class Aggregation:
             gradient_vs_exact=gradient_agreement(self.frame))
 
 
+def shared_baseline(runs) -> pd.DataFrame:
+    """The baseline rows (query_id, rr) of per_query.csv that every run shares: the same queries, protocol and
+    ranks, else the runs are not one study."""
+    first, baseline = runs[0], None
+    for run in runs:
+        if (run.record.task_fingerprint, run.record.protocol.protocol) != \
+                (first.record.task_fingerprint, first.record.protocol.protocol):
+            raise UserError(f"{run.folder} evaluates other queries or another protocol than {first.folder}: "
+                            f"not one study")
+        base = run.per_query[run.per_query["condition"] == "baseline"]
+        if baseline is None:
+            baseline = base
+        elif not (base["query_id"].tolist() == baseline["query_id"].tolist()
+                  and np.array_equal(base["rr"].to_numpy(), baseline["rr"].to_numpy())):
+            raise UserError(f"{run.folder}: its baseline ranks differ from {first.folder}'s: not one study")
+    return baseline
+
+
 def aggregate(runs: list[FinishedAblation], config: dict, explicit: set[str]) -> Aggregation:
     """Every condition of every run against the one baseline they share, corrected over all of them; settings
     given on purpose (`explicit` keys of `config`) win over the runs'."""
     settings, sources = settings_of_runs(runs, config, explicit)
     first = runs[0]
     model = first.record.model
-    baseline = None
+    baseline = shared_baseline(runs)
     results: dict[tuple[str, str, str], tuple[ConditionResult, Path]] = {}
     for run in runs:
-        if (run.record.task_fingerprint, run.record.protocol.protocol) != \
-                (first.record.task_fingerprint, first.record.protocol.protocol):
-            raise UserError(f"{run.folder} evaluates other queries or another protocol than {first.folder}: "
-                            f"not one study")
         per_query = run.per_query
-        base = per_query[per_query["condition"] == "baseline"]
-        if baseline is None:
-            baseline = base
-        elif not (base["query_id"].tolist() == baseline["query_id"].tolist()
-                  and np.array_equal(base["rr"].to_numpy(), baseline["rr"].to_numpy())):
-            raise UserError(f"{run.folder}: its baseline ranks differ from {first.folder}'s: not one study")
         for _, row in run.table.iterrows():
             rows = per_query[per_query["condition"] == row["condition"]]
             if "mode" in rows:

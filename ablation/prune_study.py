@@ -49,7 +49,7 @@ from .head_sets import (
     step_counts,
     top_heads,
 )
-from .record import FinishedAblation, ModelFacts, PruneRecord, find_ablation
+from .record import FinishedAblation, PruneRecord, find_ablation
 from .set_analysis import SetTables, best_kept, findings, set_tables
 from .set_report import write_set_report
 from .settings import AblationConfig, PruneConfig
@@ -276,10 +276,9 @@ class PruneStudy(AblationStudy):
             return write_set_report(folder, self.tables, per_query, [self.sets], self.facts(), self.report_settings)
 
     def record(self) -> PruneRecord:
-        task, a, info = self.task, self.ablation, self.encoder.info
+        task, a = self.task, self.ablation
         return PruneRecord(
-            model=ModelFacts(name=info.name, revision=info.revision, recipe=info.recipe, layers=self.encoder.n_layers,
-                             heads=self.encoder.n_heads, head_dim=self.encoder.head_dim),
+            model=self.model_facts(),
             data={"source": task.source, "form": task.form, "n_queries": len(task),
                   "n_candidates": len(task.candidates)},
             corpus_hash=self.data.corpus_hash, task_fingerprint=task.fingerprint(), protocol=self.baseline.summary(),

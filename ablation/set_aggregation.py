@@ -20,7 +20,7 @@ import pandas as pd
 from codesearch.errors import UserError
 from codesearch.runfolder import run_folders
 
-from .aggregation import settings_of_runs
+from .aggregation import settings_of_runs, shared_baseline
 from .head_sets import SetPlan
 from .record import PruneRecord, SetAggregateRecord
 from .report import StudyFacts
@@ -114,20 +114,10 @@ class SetAggregation:
 def aggregate_sets(runs: list[FinishedPrune], config: dict, explicit: set[str]) -> SetAggregation:
     settings, sources = settings_of_runs(runs, config, explicit)
     first = runs[0]
-    baseline = None
+    baseline = shared_baseline(runs)
     by_masking: dict[tuple[str, str], dict] = {}
     for run in runs:
-        if (run.record.task_fingerprint, run.record.protocol.protocol) != \
-                (first.record.task_fingerprint, first.record.protocol.protocol):
-            raise UserError(f"{run.folder} evaluates other queries or another protocol than {first.folder}: "
-                            f"not one study")
         per_query = run.per_query
-        base = per_query[per_query["condition"] == "baseline"]
-        if baseline is None:
-            baseline = base
-        elif not (base["query_id"].tolist() == baseline["query_id"].tolist()
-                  and np.array_equal(base["rr"].to_numpy(), baseline["rr"].to_numpy())):
-            raise UserError(f"{run.folder}: its baseline ranks differ from {first.folder}'s: not one study")
         for plan in run.plans:
             group = by_masking.setdefault((plan.mode, plan.side), {"plans": [], "rr": {}, "where": {}})
             group["plans"].append((plan, run.folder))

@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from codesearch.files import atomic_write, atomic_write_csv, atomic_write_text  # noqa: E402
-from heads.heatmap import layer_head_matrix, plot_matrix  # noqa: E402
+from codesearch.files import atomic_write_csv, atomic_write_text  # noqa: E402
+from heads.heatmap import layer_head_matrix, plot_matrix, save_figure  # noqa: E402
 
 from .head_sets import SetPlan  # noqa: E402
 from .report import StudyFacts, describe_baseline, describe_test, masking  # noqa: E402
@@ -229,10 +229,4 @@ def plot_curves(curve: pd.DataFrame, facts: StudyFacts, stem: Path) -> list[Path
                  f"{facts.n_queries} queries; shaded: paired 95% CI", fontsize=9)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    paths = []
-    for suffix in (".png", ".svg"):
-        path = stem.with_suffix(suffix)
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, format=suffix[1:]))
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, stem)

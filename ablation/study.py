@@ -283,10 +283,8 @@ class AblationStudy:
     def record(self) -> AblationRecord:
         """The run's record: what the study measured and on what (the run fills in config, files, timings)."""
         task, a = self.task, self.ablation
-        info = self.encoder.info
         return AblationRecord(
-            model=ModelFacts(name=info.name, revision=info.revision, recipe=info.recipe, layers=self.encoder.n_layers,
-                             heads=self.encoder.n_heads, head_dim=self.encoder.head_dim),
+            model=self.model_facts(),
             data={"source": task.source, "form": task.form, "n_queries": len(task),
                   "n_candidates": len(task.candidates)},
             corpus_hash=self.data.corpus_hash, task_fingerprint=task.fingerprint(), protocol=self.baseline.summary(),
@@ -296,6 +294,11 @@ class AblationStudy:
             shard=a.shard, precision=self.precision_agreement or {"precision": str(a.precision)},
             memory={**self.plan.summary(), "measured_peak": self.measured_peak()},
             time_estimate=asdict(self.estimate))
+
+    def model_facts(self) -> ModelFacts:
+        info = self.encoder.info
+        return ModelFacts(name=info.name, revision=info.revision, recipe=info.recipe, layers=self.encoder.n_layers,
+                          heads=self.encoder.n_heads, head_dim=self.encoder.head_dim)
 
     def measured_peak(self) -> int:
         """The largest memory the run has held: the process's resident set, or on a GPU the device's allocations."""

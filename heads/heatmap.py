@@ -59,6 +59,11 @@ def plot_matrix(values: np.ndarray, title: str, label: str, stem: Path, divergin
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax).set_label(label)
     fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def save_figure(fig, stem: Path) -> list[Path]:
+    """`<stem>.png` and `<stem>.svg`, each written atomically; the figure is closed. Returns the paths."""
     paths = []
     for suffix in (".png", ".svg"):
         path = stem.with_suffix(suffix)
