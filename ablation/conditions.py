@@ -6,10 +6,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from heads.naming import HeadId, head_set_name, parse_head_set_name, parse_head_spec
+from heads.pairs import CODE, QUERY
 
 from .settings import Side
 
+# The bi-encoder's sides a condition masks. A cross-encoder's one input ("pair") holds both: every condition masks
+# it, a query or code condition only at that segment's tokens (`Condition.segment`).
 SIDES_OF = {Side.query: ("query",), Side.code: ("code",), Side.both: ("query", "code")}
+PAIR_SEGMENT = {Side.query: QUERY, Side.code: CODE, Side.both: None}
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,12 @@ class Condition:
         return self.heads[0] if len(self.heads) == 1 else None
 
     def affects(self, side: str) -> bool:
-        return side in SIDES_OF[self.side]
+        return side == "pair" or side in SIDES_OF[self.side]
+
+    @property
+    def segment(self) -> int | None:
+        """In a pair input, the segment whose tokens the mask replaces (None: every token)."""
+        return PAIR_SEGMENT[Side(self.side)]
 
     def grad_score(self, scores: np.ndarray | None) -> float | None:
         """The head's gradient estimate from [layers, heads] scores; None for a set or without scores."""

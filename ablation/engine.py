@@ -20,7 +20,7 @@ The naive path (`Encoder.encode` with the mask as its hook) runs the whole model
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -32,7 +32,8 @@ from heads.hooks import HeadMask, encoder_layers, hook_z
 
 from .conditions import Condition
 
-SIDES = ("query", "code")
+SIDES = ("query", "code")    # a bi-encoder's sides
+PAIR = "pair"                # a cross-encoder's one side: the (query, code) pairs
 
 
 class _StopForward(Exception):
@@ -49,6 +50,10 @@ class SideInputs:
         """Padded tokens of each batch (what its cache holds)."""
         return [batch.input_ids.numel() for batch in self.batches]
 
+    def batch_shapes(self) -> list[tuple[int, int]]:
+        """(rows, padded width) of each batch."""
+        return [tuple(batch.input_ids.shape) for batch in self.batches]
+
 
 def side_inputs(encoder: Encoder, texts: list[str], max_length: int, batch_size: int) -> SideInputs:
     return SideInputs(list(encoder.length_sorted_batches(encoder.tokenize(texts, max_length), batch_size)), len(texts))
@@ -62,18 +67,20 @@ class Layout:
     chunk_tokens: dict[str, int] = field(default_factory=dict)
     group_size: int = 0
 
-    def chunks(self, side: str, inputs: SideInputs) -> list[list[Batch]]:
+    def chunks(self, side: str, inputs: SideInputs) -> list[Sequence[Batch]]:
+        """The side's batches cut into chunks (slices of `inputs.batches`: a cross-encoder's pair batches are made
+        only when a chunk is walked)."""
         limit = self.chunk_tokens.get(side, 0)
         if limit <= 0:
             return [inputs.batches]
-        chunks, current, tokens = [], [], 0
-        for batch, size in zip(inputs.batches, inputs.batch_tokens()):
-            if current and tokens + size > limit:
-                chunks.append(current)
-                current, tokens = [], 0
-            current.append(batch)
+        bounds, tokens = [0], 0
+        for index, size in enumerate(inputs.batch_tokens()):
+            if index > bounds[-1] and tokens + size > limit:
+                bounds.append(index)
+                tokens = 0
             tokens += size
-        return chunks + [current] if current else chunks
+        bounds.append(len(inputs.batches))
+        return [inputs.batches[start:stop] for start, stop in zip(bounds[:-1], bounds[1:]) if stop > start]
 
 
 WHOLE = Layout()
@@ -82,10 +89,10 @@ WHOLE = Layout()
 class SideSweep:
     """Some batches of one side (queries or code), walked through the encoder one layer at a time."""
 
-    def __init__(self, encoder: Encoder, batches: list[Batch]):
+    def __init__(self, encoder: Encoder, batches: Sequence[Batch]):
         self.encoder = encoder
         self.layers = encoder_layers(encoder.model)
-        self.batches = batches
+        self.batches = list(batches)          # made now (pair batches are made on demand), held while walked
         self.layer = 0
         self.hidden: list[torch.Tensor] = []        # per batch: the current layer's input
         self.layer_args: list[tuple] = []           # per batch: what the encoder passes every layer
@@ -104,8 +111,9 @@ class SideSweep:
         handle = self.layers[0].register_forward_pre_hook(capture, with_kwargs=True)
         try:
             for batch in self.batches:
+                types = {} if batch.token_type_ids is None else {"token_type_ids": batch.token_type_ids}
                 try:
-                    self.encoder.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                    self.encoder.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **types)
                 except _StopForward:
                     pass
                 self.hidden.append(captured["args"][0])
@@ -136,16 +144,20 @@ class SideSweep:
         self.layer += 1
 
     @torch.inference_mode()
-    def rerun(self, mask: HeadMask, out: torch.Tensor, on_batch: Callable[[], None] = lambda: None) -> None:
-        """The embeddings of this sweep's rows with the mask applied, rerunning from the current layer up, written
-        into `out` [n, dim] at each row's position."""
+    def rerun(self, mask: HeadMask, out: torch.Tensor, on_batch: Callable[[], None] = lambda: None,
+              segment: int | None = None) -> None:
+        """The outputs (embeddings, or a cross-encoder's scores) of this sweep's rows with the mask applied,
+        rerunning from the current layer up, written into `out` [n, output_dim] at each row's position. `segment`:
+        pair inputs, the mask replaces the heads' output only at that segment's tokens (query or code)."""
         if mask.layers[0] != self.layer:
             raise RuntimeError(f"a mask starting at layer {mask.layers[0]} cannot rerun from layer {self.layer}")
         self.compute_layer()
         layer = self.layers[self.layer]
-        for b, (positions, _, attention_mask, _) in enumerate(self.batches):
+        for b, batch in enumerate(self.batches):
+            positions, attention_mask = batch.positions, batch.attention_mask
             args, kwargs = self.layer_args[b]
-            with hook_z(self.encoder.model, mask, attention_mask, layers=mask.layers):
+            hook = mask if segment is None else mask.only_at(batch.segments == segment)
+            with hook_z(self.encoder.model, hook, attention_mask, layers=mask.layers):
                 # The tail of the layer's forward: projection (the mask hook fires on its input), feed-forward.
                 attention_output = layer.attention.output(self.z[b], self.hidden[b])
                 hidden = apply_chunking_to_forward(layer.feed_forward_chunk, layer.chunk_size_feed_forward,
@@ -177,13 +189,32 @@ def run_conditions(encoder: Encoder, query_inputs: SideInputs, code_inputs: Side
     """Ablate each condition exactly; `on_result(condition, query_emb, code_emb)` gets its float32 embeddings on
     the encoder's device (None for a side it leaves alone) as soon as it is done, in order of its lowest layer.
     `means` are each side's head means for mean masking; `layout` bounds the memory (see the module's note)."""
+    run_sides(encoder, {"query": query_inputs, "code": code_inputs}, conditions,
+              lambda c, out: on_result(c, out.get("query"), out.get("code")), means, layout, progress)
+
+
+def run_pair_conditions(encoder: Encoder, inputs: SideInputs, conditions: list[Condition],
+                        on_result: Callable[[Condition, torch.Tensor], None],
+                        means: dict[str, dict[int, torch.Tensor]] | None = None, layout: Layout = WHOLE,
+                        progress: bool = True) -> None:
+    """A cross-encoder's conditions on its pairs (`heads.pairs.PairInputs`): `on_result(condition, scores)` gets each
+    condition's float32 scores [n_pairs] on the encoder's device. A condition's side (query, code) masks the heads'
+    output only at that segment's tokens; both masks it everywhere."""
+    run_sides(encoder, {PAIR: inputs}, conditions, lambda c, out: on_result(c, out[PAIR][:, 0]), means, layout,
+              progress)
+
+
+def run_sides(encoder: Encoder, inputs: dict[str, SideInputs], conditions: list[Condition],
+              on_result: Callable[[Condition, dict[str, torch.Tensor]], None],
+              means: dict[str, dict[int, torch.Tensor]] | None = None, layout: Layout = WHOLE,
+              progress: bool = True) -> None:
+    """The engine over any sides: `on_result(condition, {side: outputs})` for the sides the condition touches."""
     if not conditions:
         return
-    inputs = {"query": query_inputs, "code": code_inputs}
-    touched = [side for side in SIDES if any(c.affects(side) for c in conditions)]
+    touched = [side for side in inputs if any(c.affects(side) for c in conditions)]
     chunks = {side: layout.chunks(side, inputs[side]) for side in touched}
     groups = condition_groups(conditions, layout, chunked=any(len(c) > 1 for c in chunks.values()))
-    dim = encoder.model.config.hidden_size
+    dim = encoder.output_dim
     bar = tqdm(total=len(conditions), desc="ablating", unit="condition", disable=not progress, file=sys.stderr,
                mininterval=1.0, bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
     try:
@@ -194,8 +225,7 @@ def run_conditions(encoder: Encoder, query_inputs: SideInputs, code_inputs: Side
 
 
 def _run_group(encoder: Encoder, inputs: dict[str, SideInputs], group: list[Condition],
-               chunks: dict[str, list[list[Batch]]], on_result: ResultCallback, means: dict, dim: int,
-               bar: tqdm) -> None:
+               chunks: dict[str, list[Sequence[Batch]]], on_result, means: dict, dim: int, bar: tqdm) -> None:
     """One group: the sides' chunks walked in lockstep (chunk k of each side together), each up to the group's last
     first layer; a condition is handed over once its last chunk of every side it touches is done."""
     last_layer = max(c.first_layer for c in group)
@@ -218,10 +248,10 @@ def _run_group(encoder: Encoder, inputs: dict[str, SideInputs], group: list[Cond
                                 out = torch.empty((inputs[side].n, dim), dtype=torch.float32, device=encoder.device)
                                 embeddings[condition.name][side] = out
                             mask = HeadMask(condition.heads, condition.mode, means.get(side))
-                            sweep.rerun(mask, out, lambda: bar.update(1 / batches_of[condition.name]))
+                            sweep.rerun(mask, out, lambda: bar.update(1 / batches_of[condition.name]),
+                                        condition.segment if side == PAIR else None)
                     if k == final_chunk[condition.name]:
-                        done = embeddings.pop(condition.name)
-                        on_result(condition, done.get("query"), done.get("code"))
+                        on_result(condition, embeddings.pop(condition.name))
                 if layer < last_layer:
                     for sweep in sweeps.values():
                         sweep.advance()

@@ -24,11 +24,10 @@ def head_means(encoder: Encoder, texts: list[str], max_length: int, batch_size: 
     return accumulator.means()
 
 
-def held_out_means(encoder: Encoder, evaluated: RetrievalTask, data: DataConfig, corpus: CorpusConfig,
-                   ablation: AblationConfig, model: ModelConfig, seed: int,
-                   progress: bool) -> dict[str, dict[int, torch.Tensor]]:
-    """{side: head means} from `ablation.mean_samples` functions of the held-out split `ablation.mean_split`:
-    queries for the query side, their code for the code side."""
+def held_out_task(evaluated: RetrievalTask, data: DataConfig, corpus: CorpusConfig, ablation: AblationConfig,
+                  seed: int, progress: bool) -> RetrievalTask:
+    """`ablation.mean_samples` functions of the held-out split `ablation.mean_split`, checked to share no query with
+    the evaluated task."""
     split = str(ablation.mean_split)
     if split == str(data.split):
         raise UserError(f"ablation.mean_split={split} is the evaluated split: the mean must come "
@@ -37,6 +36,15 @@ def held_out_means(encoder: Encoder, evaluated: RetrievalTask, data: DataConfig,
     if set(task.query_ids) & set(evaluated.query_ids):
         raise UserError(f"ablation.mean_split={split} gives no held-out data: it shares queries with the evaluated "
                         f"split (a pairs file has no splits); use a corpus with a {split} split")
+    return task
+
+
+def held_out_means(encoder: Encoder, evaluated: RetrievalTask, data: DataConfig, corpus: CorpusConfig,
+                   ablation: AblationConfig, model: ModelConfig, seed: int,
+                   progress: bool) -> dict[str, dict[int, torch.Tensor]]:
+    """{side: head means} from `ablation.mean_samples` functions of the held-out split `ablation.mean_split`:
+    queries for the query side, their code for the code side."""
+    task = held_out_task(evaluated, data, corpus, ablation, seed, progress)
     codes = [task.candidates[g] for g in task.gold]
     return {"query": head_means(encoder, task.queries, model.max_query_length, model.batch_size),
             "code": head_means(encoder, codes, model.max_code_length, model.batch_size)}

@@ -28,7 +28,7 @@ from heads.encoder import Encoder
 from heads.memory import available_bytes, device_bytes, process_bytes
 
 from .conditions import Condition
-from .engine import SIDES, WHOLE, Layout, SideInputs, condition_groups
+from .engine import WHOLE, Layout, SideInputs, condition_groups
 
 GiB = 2**30
 AUTO_SHARE_RAM = 0.8        # auto budget: this share of the memory available when the run starts
@@ -128,8 +128,7 @@ def forward_bytes(encoder: Encoder, inputs: SideInputs, element: int) -> int:
     """The working memory of one layer's pass over the side's largest batch."""
     config = encoder.model.config
     largest = 0
-    for batch in inputs.batches:
-        rows, width = batch.input_ids.shape
+    for rows, width in inputs.batch_shapes():
         states = rows * width * (2 * config.intermediate_size + 6 * config.hidden_size)
         attention = 3 * rows * config.num_attention_heads * width * width
         largest = max(largest, (states + attention) * element)
@@ -142,17 +141,22 @@ def gradient_bytes(encoder: Encoder, inputs: dict[str, SideInputs], element: int
     projections, attention weights and feed-forward states for the backward pass)."""
     config = encoder.model.config
     dim = config.hidden_size
-    n_queries, n_candidates = inputs["query"].n, inputs["code"].n
-    embeddings = 3 * (n_queries + n_candidates) * dim * 4
-    loss = min(SCORE_ROWS, n_queries) * n_candidates * LOSS_SCORE_BYTES
+    embeddings = 3 * sum(side.n for side in inputs.values()) * encoder.output_dim * 4
+    loss = _score_block(inputs) * LOSS_SCORE_BYTES
     graph = 0
-    for side in SIDES:
-        for batch in inputs[side].batches:
-            rows, width = batch.input_ids.shape
+    for side in inputs:
+        for rows, width in inputs[side].batch_shapes():
             per_layer = rows * width * (12 * dim + 2 * config.intermediate_size) \
                 + 2 * rows * config.num_attention_heads * width * width
             graph = max(graph, per_layer * encoder.n_layers * element)
     return embeddings + loss + graph
+
+
+def _score_block(inputs: dict[str, SideInputs]) -> int:
+    """Scores held at once while ranking: a block of queries × the pool (bi-encoder), or every pair's (cross)."""
+    if "query" in inputs:
+        return min(SCORE_ROWS, max(1, inputs["query"].n)) * inputs["code"].n
+    return sum(side.n for side in inputs.values())
 
 
 def plan_memory(encoder: Encoder, inputs: dict[str, SideInputs], conditions: list[Condition],
@@ -160,12 +164,11 @@ def plan_memory(encoder: Encoder, inputs: dict[str, SideInputs], conditions: lis
     """The layout that fits the budget (activations of `element` bytes: 4 in fp32 and tf32, 2 in bf16): everything
     cached at once when it fits, else the pool in chunks with as many conditions held at once as fit; refused when
     not even one condition and one batch per side fit, or (with `gradient`) when the gradient's pass does not."""
-    touched = [side for side in SIDES if any(c.affects(side) for c in conditions)]
-    dim = encoder.model.config.hidden_size
-    n_queries, n_candidates = inputs["query"].n, inputs["code"].n
-    baseline = (n_queries + n_candidates) * dim * 4
-    score_rows = min(SCORE_ROWS, max(1, n_queries))
-    scores = score_rows * n_candidates * SCORE_BYTES
+    touched = [side for side in inputs if any(c.affects(side) for c in conditions)]
+    dim = encoder.output_dim        # an embedding's size, or a cross-encoder's one score
+    baseline = sum(side.n for side in inputs.values()) * dim * 4
+    score_rows = min(SCORE_ROWS, max(1, inputs["query"].n)) if "query" in inputs else 0
+    scores = _score_block(inputs) * SCORE_BYTES
     forward = max(forward_bytes(encoder, inputs[side], element) for side in touched)
     condition = sum(inputs[side].n for side in touched) * dim * 4
     side_cache = {side: cache_bytes(encoder, sum(inputs[side].batch_tokens()), element) for side in touched}
@@ -259,13 +262,14 @@ def _duration(seconds: float) -> str:
 def time_per_layer_token(encoder: Encoder, inputs: dict[str, SideInputs]) -> float:
     """Seconds per token and layer of a forward pass, timed on the longest batch of the longer side (after one
     untimed pass of it, which pays the first call's setup)."""
-    batch = max((inputs[side].batches[0] for side in SIDES if inputs[side].batches),
+    batch = max((inputs[side].batches[0] for side in inputs if len(inputs[side].batches)),
                 key=lambda b: b.input_ids.numel())
+    types = {} if batch.token_type_ids is None else {"token_type_ids": batch.token_type_ids}
     timings = []
     for _ in range(2):
         _synchronize(encoder.device)
         started = time.perf_counter()
-        encoder.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        encoder.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **types)
         _synchronize(encoder.device)
         timings.append(time.perf_counter() - started)
     return timings[-1] / (batch.input_ids.numel() * encoder.n_layers)
@@ -283,12 +287,12 @@ def estimate_time(encoder: Encoder, inputs: dict[str, SideInputs], conditions: l
     gradient (a forward and a backward of the sides it takes, about three passes) and the ablation: the walks of the
     cache up to each group's layer, and each condition's rerun from its layer up; `checks` are conditions run apart
     as well (the precision check), each with its own walk."""
-    tokens = {side: sum(inputs[side].batch_tokens()) for side in SIDES}
+    tokens = {side: sum(inputs[side].batch_tokens()) for side in inputs}
     layers = encoder.n_layers
     per = seconds_per_layer_token
     baseline = per * layers * sum(tokens.values()) * baseline_passes
     gradient = 3 * per * layers * sum(tokens[side] for side in gradient_sides)
-    touched = [side for side in SIDES if any(c.affects(side) for c in (*conditions, *checks))]
+    touched = [side for side in inputs if any(c.affects(side) for c in (*conditions, *checks))]
     walk_tokens = sum(tokens[side] for side in touched)
 
     def walks_and_reruns(group_list: list[list[Condition]]) -> float:

@@ -66,6 +66,10 @@ class PruneStudy(AblationStudy):
                  timings: Timings | None = None):
         """The heads to prune among, the importance sources and the plan's first part, checked before any data
         is read: a missing single-head ablation, K above the number of heads, shards with sequential parts."""
+        if encoder.kind == "cross_encoder":
+            raise UserError(f"prune runs on a bi-encoder's embeddings (its curves use the gradient estimate); "
+                            f"{encoder.info.name} is a cross-encoder: use `ablate` for its single-head map, or "
+                            f"ablation.per_head=false to mask a head set together")
         self.shard_of = ablation.shard_of
         ignored = [key for key, value in (("ablation.top_k", ablation.top_k), ("ablation.per_head=false",
                                                                                  not ablation.per_head)) if value]

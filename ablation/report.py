@@ -94,9 +94,13 @@ def masking(facts: StudyFacts) -> str:
     return f"{modes} mask, {sides} side" + ("s" if facts.sides == ("both",) else "")
 
 
+PROTOCOL_WORDS = {"whole_pool": "whole pool", "csn": "CodeSearchNet batches",
+                  "rerank": "a retriever's top k re-ranked by the cross-encoder"}
+
+
 def describe_baseline(facts: StudyFacts) -> str:
     """The unmasked baseline a caption compares with: `MRR 0.6123, 600 queries, whole pool, 758 candidates ...`."""
-    protocol = ("whole pool" if facts.protocol == "whole_pool" else "CodeSearchNet batches") + \
+    protocol = PROTOCOL_WORDS.get(facts.protocol, facts.protocol) + \
         f", {facts.candidates_per_query} candidates per query"
     return f"MRR {facts.baseline_mrr:.4f}, {facts.n_queries} queries, {protocol}"
 

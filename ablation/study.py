@@ -87,10 +87,8 @@ class AblationStudy:
         m, a = self.model, self.ablation
         with self.timings.phase("setup_s"):
             if a.mode == "mean":
-                self.means = held_out_means(self.encoder, self.task, data_config, corpus_config, a, m, self.seed,
-                                            self.progress)
-            self.inputs = {"query": side_inputs(self.encoder, self.task.queries, m.max_query_length, m.batch_size),
-                           "code": side_inputs(self.encoder, self.task.candidates, m.max_code_length, m.batch_size)}
+                self.means = self._held_out_means(data_config, corpus_config)
+            self.inputs = self._side_inputs()
             self.plan = self._plan(str(a.precision), a.gradient_wanted)
             check = min(self.conditions, key=lambda c: c.first_layer)   # the precision check's condition
             fp32_plan = self.plan if a.precision == "fp32" else self._fp32_plan(check)
@@ -101,8 +99,8 @@ class AblationStudy:
             if a.precision != "fp32":
                 reference = self._fp32_reference(fp32_plan, check)
                 set_precision(self.encoder, str(a.precision))
-            self.embeddings = self._baseline_embeddings()
-            self.baseline = self._ranks(self.embeddings.queries, self.embeddings.candidates)
+            self.embeddings = self._baseline_outputs()
+            self.baseline = self._ranks_of(self.embeddings)
             if a.precision != "fp32":
                 self.precision_agreement = self._agreement(reference)
 
@@ -133,34 +131,63 @@ class AblationStudy:
         precision check."""
         a, m = self.ablation, self.model
         precision = str(a.precision)
-        passes = int(not baseline_cached(self.encoder, self.task, m, self.cache_dir, precision))
+        passes = int(not self._baseline_cached(precision))
         if precision != "fp32":
-            passes += int(not baseline_cached(self.encoder, self.task, m, self.cache_dir, "fp32"))
-        gradient_sides = () if not a.gradient_wanted or gradient_cached(
-            self.encoder, self.task, m, a.grad_temperature, str(a.side), self.cache_dir, precision) else \
-            tuple(s for s in ("query", "code") if check.affects(s))
+            passes += int(not self._baseline_cached("fp32"))
+        gradient_sides = () if not a.gradient_wanted or self._gradient_cached(precision) else \
+            tuple(s for s in self.inputs if check.affects(s))
         checks = (check, check) if precision != "fp32" else ()
         return estimate_time(self.encoder, self.inputs, conditions, self.plan, passes, gradient_sides,
                              time_per_layer_token(self.encoder, self.inputs), checks)
 
-    def _baseline_embeddings(self) -> Embeddings:
+    # -- what the retrieval's shape decides (a cross-encoder's study overrides these: ablation.cross_study)
+    def _side_inputs(self) -> dict:
+        """The sides the engine walks: queries and code, each tokenized into its length-sorted batches."""
+        m = self.model
+        return {"query": side_inputs(self.encoder, self.task.queries, m.max_query_length, m.batch_size),
+                "code": side_inputs(self.encoder, self.task.candidates, m.max_code_length, m.batch_size)}
+
+    def _held_out_means(self, data_config: DataConfig, corpus_config: CorpusConfig) -> dict:
+        return held_out_means(self.encoder, self.task, data_config, corpus_config, self.ablation, self.model,
+                              self.seed, self.progress)
+
+    def _baseline_cached(self, precision: str) -> bool:
+        return baseline_cached(self.encoder, self.task, self.model, self.cache_dir, precision)
+
+    def _gradient_cached(self, precision: str) -> bool:
+        a = self.ablation
+        return gradient_cached(self.encoder, self.task, self.model, a.grad_temperature, str(a.side), self.cache_dir,
+                               precision)
+
+    def _baseline_outputs(self) -> Embeddings:
         """The unmasked embeddings, on the device the scores are computed on."""
         cpu = task_embeddings(self.encoder, self.task, self.model, self.cache_dir, self.progress)
         return Embeddings(cpu.queries.to(self.encoder.device), cpu.candidates.to(self.encoder.device))
 
+    def _ranks_of(self, outputs: Embeddings) -> ProtocolResult:
+        return rank(self.evaluation.protocol, outputs.queries, outputs.candidates, self.task, self.evaluation,
+                    block_rows=self.plan.score_rows)
+
+    def _run_engine(self, conditions: list[Condition], on_outputs, layout, progress: bool) -> None:
+        """Each condition through the engine; `on_outputs(condition, outputs)` gets its outputs whole (the sides it
+        leaves alone from the baseline)."""
+        def whole(condition: Condition, query_emb, code_emb):
+            on_outputs(condition, Embeddings(self.embeddings.queries if query_emb is None else query_emb,
+                                             self.embeddings.candidates if code_emb is None else code_emb))
+        run_conditions(self.encoder, self.inputs["query"], self.inputs["code"], conditions, whole, self.means,
+                       layout, progress)
+
     def _check_ranks(self, condition: Condition, layout) -> ProtocolResult:
         """One condition's ranks, computed apart from the run (the precision check)."""
         got = {}
-        run_conditions(self.encoder, self.inputs["query"], self.inputs["code"], [condition],
-                       lambda _c, q, k: got.update(q=q, k=k), self.means, layout, progress=False)
-        return self._ranks(self.embeddings.queries if got["q"] is None else got["q"],
-                           self.embeddings.candidates if got["k"] is None else got["k"])
+        self._run_engine([condition], lambda _c, outputs: got.update(outputs=outputs), layout, progress=False)
+        return self._ranks_of(got["outputs"])
 
     def _fp32_reference(self, fp32_plan, check: Condition) -> dict:
         """The baseline's and the check condition's ranks in fp32, before the encoder leaves it."""
-        self.embeddings = self._baseline_embeddings()
+        self.embeddings = self._baseline_outputs()
         print(f"precision check: the baseline and {check.name} in fp32", file=sys.stderr)
-        return {"baseline": self._ranks(self.embeddings.queries, self.embeddings.candidates),
+        return {"baseline": self._ranks_of(self.embeddings),
                 "condition": check, "condition_fp32": self._check_ranks(check, fp32_plan.layout)}
 
     def _agreement(self, reference: dict) -> dict:
@@ -182,10 +209,6 @@ class AblationStudy:
               f"ranks differ (MRR {b['mrr_fp32']:.4f} -> {b['mrr']:.4f}); {check.name}: {c['ranks_differing']} "
               f"differ, ΔMRR {c['delta_mrr_fp32']:+.4f} -> {c['delta_mrr']:+.4f}", file=sys.stderr)
         return agreement
-
-    def _ranks(self, queries, candidates) -> ProtocolResult:
-        return rank(self.evaluation.protocol, queries, candidates, self.task, self.evaluation,
-                    block_rows=self.plan.score_rows)
 
     def signature(self) -> dict:
         """Everything that decides a condition's per-query ranks: a resume must match it."""
@@ -241,16 +264,13 @@ class AblationStudy:
             print(f"resuming: {len(conditions) - len(pending)} of {len(conditions)} conditions already done",
                   file=sys.stderr)
 
-        def save(condition: Condition, query_emb, code_emb):
-            embeddings = Embeddings(self.embeddings.queries if query_emb is None else query_emb,
-                                    self.embeddings.candidates if code_emb is None else code_emb)
-            result = self._ranks(embeddings.queries, embeddings.candidates)
+        def save(condition: Condition, outputs):
+            result = self._ranks_of(outputs)
             self.store.save(condition.name, {"rr": result.rr.tolist(), "rank": result.ranks.tolist()})
             if keep is not None:
-                keep(condition, embeddings)
+                keep(condition, outputs)
 
-        run_conditions(self.encoder, self.inputs["query"], self.inputs["code"], pending, save, self.means,
-                       self.plan.layout, self.progress)
+        self._run_engine(pending, save, self.plan.layout, self.progress)
 
     def export(self, folder: Path) -> list[str]:
         """The statistics of every condition against the baseline, corrected over all, written as the report

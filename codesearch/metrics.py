@@ -20,7 +20,8 @@ import torch
 
 from .settings import Protocol
 
-PROTOCOLS = tuple(Protocol)
+# The protocols embeddings are ranked under; rerank is a cross-encoder's (heads.pair_retrieval).
+PROTOCOLS = (Protocol.whole_pool, Protocol.csn)
 
 
 @dataclass

@@ -45,6 +45,7 @@ class Correction(StrEnum):
 class Protocol(StrEnum):
     whole_pool = "whole_pool"   # GraphCodeBERT, UniXcoder: the whole candidate pool
     csn = "csn"                 # CodeSearchNet: batches of 1000
+    rerank = "rerank"           # a cross-encoder re-scoring a first-stage bi-encoder's top k of the whole pool
 
 
 SPLITS = tuple(split.value for split in Split)

@@ -7,7 +7,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from ablation.record import AblationRecord
-from ablation.study import AblationStudy
+from ablation.cross_study import study_for
 from codesearch.loading import load_data
 from heads.models import encoder_for
 from heads.naming import file_safe, head_set_name, is_every_head
@@ -36,7 +36,7 @@ def run_ablate(cfg: DictConfig) -> Path:
     with Run(cfg, "ablate", AblationRecord, label, resumable=("conditions",)) as run:
         with run.timings.phase("setup_s"):
             encoder = encoder_for(c.model)
-            study = AblationStudy(encoder, c.ablation, c.model, c.eval, c.seed, run.home, c.progress, run.timings)
+            study = study_for(encoder, c.ablation, c.model, c.eval, c.seed, run.home, c.progress, run.timings)
             data = load_data(c.data, c.corpus, c.seed, c.progress)
         study.prepare(data, c.data, c.corpus)
         run.begin(resume=c.resume)

@@ -149,7 +149,8 @@ def validate(cfg: DictConfig) -> None:
     """Checks the types alone cannot make; each names its key."""
     positive = {"model.max_query_length": cfg.model.max_query_length,
                 "model.max_code_length": cfg.model.max_code_length,
-                "model.batch_size": cfg.model.batch_size, "eval.csn_batch_size": cfg.eval.csn_batch_size}
+                "model.batch_size": cfg.model.batch_size, "eval.csn_batch_size": cfg.eval.csn_batch_size,
+                "model.max_pair_length": cfg.model.max_pair_length, "eval.rerank_k": cfg.eval.rerank_k}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key}={value}: must be at least 1")

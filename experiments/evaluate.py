@@ -32,10 +32,16 @@ def run_evaluate(cfg: DictConfig) -> Path:
 
 
 def print_summary(record: EvaluationRecord, folder: Path) -> None:
-    print(f"{record.model} on {record.data['source']} ({record.data['split']}), {record.n_queries} queries, "
-          f"{record.n_candidates} candidates")
+    pairs = f", {record.n_pairs} pairs scored" if record.kind == "cross_encoder" else ""
+    print(f"{record.model} ({record.kind}) on {record.data['source']} ({record.data['split']}), {record.n_queries} "
+          f"queries, {record.n_candidates} candidates{pairs}")
     for protocol, summary in record.protocols.items():
         print(f"  {protocol:>10}: MRR {summary.mrr:.4f}  R@1 {summary.recall_at_1:.3f}  "
               f"R@5 {summary.recall_at_5:.3f}  R@10 {summary.recall_at_10:.3f}  "
               f"({summary.n_queries} queries, {summary.candidates_per_query} candidates each)")
+    if record.retriever:
+        beside = record.retriever["summary"]
+        print(f"  beside it, the bi-encoder {record.retriever['model']} on the same queries and candidates "
+              f"({beside['protocol']}): MRR {beside['mrr']:.4f}  R@1 {beside['recall_at_1']:.3f}  "
+              f"R@10 {beside['recall_at_10']:.3f}")
     print(f"results: {folder}")

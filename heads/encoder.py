@@ -27,6 +27,8 @@ class Recipe:
     pooling: str              # cls | mean | pooler
     normalize: bool           # L2-normalise (cosine) or not (dot product)
     prefix_tokens: tuple[str, ...] = ()  # inserted after the first special token (UniXcoder's mode token and sep)
+    kind: str = "bi_encoder"             # or cross_encoder: a classification head scores a (query, code) pair
+    score: str = ""                      # cross-encoder: positive_logit or log_odds (see heads.cross_encoder)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Batch(NamedTuple):
     input_ids: torch.Tensor        # [batch, seq]
     attention_mask: torch.Tensor   # [batch, seq], 1 on real tokens
     token_type_ids: torch.Tensor | None = None   # [batch, seq], for pair inputs
+    segments: torch.Tensor | None = None         # [batch, seq], pair inputs: 0 special or padding, 1 query, 2 code
 
 
 @dataclass
@@ -60,11 +63,14 @@ class PairTokens:
 
 
 class Encoder:
-    """A transformer with its tokenizer and pooling.
+    """A transformer with its tokenizer and pooling: a bi-encoder, which embeds a query or a code alone.
 
     `n_layers` layers of `n_heads` heads each (`total_heads` in all), each head `head_dim` wide.
-    `encode(texts)` returns a float32 tensor [len(texts), hidden_size].
+    `encode(texts)` returns a float32 tensor [len(texts), hidden_size]; `output_dim` is what the encode loop yields
+    per input (the embedding's size; a cross-encoder, `heads.cross_encoder.CrossEncoder`, yields one score).
     """
+
+    kind = "bi_encoder"
 
     def __init__(self, model, tokenizer, recipe: Recipe, info: ModelInfo, device: torch.device):
         self.model = model
@@ -82,6 +88,16 @@ class Encoder:
     @property
     def total_heads(self) -> int:
         return self.n_layers * self.n_heads
+
+    @property
+    def output_dim(self) -> int:
+        """What `pool` gives per input: the embedding's size."""
+        return self.model.config.hidden_size
+
+    @property
+    def backbone(self):
+        """The transformer whose last hidden states `pool` reads (the model itself, or a task model's base)."""
+        return self.model
 
     # -- tokenization
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
@@ -217,15 +233,15 @@ class Encoder:
                 attached = contextlib.nullcontext() if attach is None else attach(batch)
                 types = {} if batch.token_type_ids is None else {"token_type_ids": batch.token_type_ids}
                 with hooked, attached:
-                    hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                        **types).last_hidden_state
+                    hidden = self.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                           **types).last_hidden_state
                 pooled = self.pool(hidden, batch.attention_mask)
             yield batch, pooled
 
     def encode(self, texts: list[str], max_length: int, batch_size: int = 32, hook: HookFn | None = None,
                progress: bool = True, desc: str = "encoding") -> torch.Tensor:
         """float32 embeddings [len(texts), hidden_size] on the CPU, in the order of `texts`."""
-        out = torch.empty((len(texts), self.model.config.hidden_size), dtype=torch.float32)
+        out = torch.empty((len(texts), self.output_dim), dtype=torch.float32)
         for batch, pooled in self.forward_batches(self.tokenize(texts, max_length), batch_size, hook,
                                                   progress=progress, desc=desc):
             out[torch.as_tensor(batch.positions)] = pooled.float().cpu()

@@ -12,6 +12,7 @@ and may return a replacement for z.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterable
 
 import torch
@@ -97,7 +98,10 @@ class HeadMask:
     (cyclically) at the same positions, and, where that input is padding, that input's mean over its real tokens.
     """
 
-    def __init__(self, heads: Iterable[HeadId], mode: str = "zero", means: dict[int, torch.Tensor] | None = None):
+    def __init__(self, heads: Iterable[HeadId], mode: str = "zero", means: dict[int, torch.Tensor] | None = None,
+                 where: torch.Tensor | None = None):
+        """`where` [batch, seq] bool: replace the heads' output only at these tokens (a pair's query or code)."""
+        self.where = where
         if mode not in tuple(MaskMode):
             raise UserError(f"unknown masking mode {mode!r}: choose one of {', '.join(MaskMode)}")
         self.by_layer = heads_by_layer(heads)
@@ -114,6 +118,12 @@ class HeadMask:
     def layers(self) -> list[int]:
         return sorted(self.by_layer)
 
+    def only_at(self, where: torch.Tensor) -> HeadMask:
+        """The same mask, replacing the heads' output only where `where` [batch, seq] is true."""
+        restricted = copy.copy(self)
+        restricted.where = where
+        return restricted
+
     def __call__(self, layer: int, z: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         heads = self.by_layer.get(layer)
         if not heads:
@@ -121,11 +131,14 @@ class HeadMask:
         out = z.clone()
         index = torch.tensor(heads, device=z.device)
         if self.mode == "zero":
-            out[:, :, index] = 0
+            replaced = torch.zeros_like(z[:, :, index])
         elif self.mode == "mean":
-            out[:, :, index] = self.means[layer][index].to(z.dtype).to(z.device)
+            replaced = self.means[layer][index].to(z.dtype).to(z.device).expand_as(z[:, :, index])
         else:
-            out[:, :, index] = self._resampled(z[:, :, index], _require_mask(attention_mask, "resample masking"))
+            replaced = self._resampled(z[:, :, index], _require_mask(attention_mask, "resample masking"))
+        if self.where is not None:
+            replaced = torch.where(self.where.to(z.device)[:, :, None, None], replaced, z[:, :, index])
+        out[:, :, index] = replaced
         return out
 
     @staticmethod

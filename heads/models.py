@@ -21,8 +21,9 @@ import torch
 from codesearch.errors import UserError
 from codesearch.files import atomic_write_text
 
+from .cross_encoder import CrossEncoder
 from .encoder import Encoder, ModelInfo, Recipe
-from .settings import BUILTIN, ModelConfig, Pooling, check_device
+from .settings import BUILTIN, ModelConfig, ModelKind, PairScore, Pooling, check_device
 
 BUILTIN_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 SUPPORTED_TYPES = ("bert", "roberta")
@@ -43,6 +44,7 @@ NAMED_RECIPES = (
     ("codebert", Recipe("codebert", "pooler", False)),
 )
 FALLBACK_RECIPE = Recipe("generic", "mean", True)
+CROSS_RECIPE = Recipe("cross-encoder", "cls", False, kind="cross_encoder", score=str(PairScore.positive_logit))
 
 
 # ---------------------------------------------------------------- locating a model
@@ -128,7 +130,8 @@ def _saved_recipe(folder: Path) -> Recipe | None:
     try:
         saved = json.loads(file.read_text())
         return Recipe(str(saved["name"]), str(saved["pooling"]), bool(saved["normalize"]),
-                      tuple(saved.get("prefix_tokens", ())))
+                      tuple(saved.get("prefix_tokens", ())), str(saved.get("kind", "bi_encoder")),
+                      str(saved.get("score", "")))
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelNotAvailable(f"{file}: not a readable recipe ({exc})") from None
 
@@ -174,10 +177,39 @@ def _revision(path: str) -> str:
     return _weights_hash(Path(path))
 
 
+def is_sequence_classifier(config) -> bool:
+    """Whether a model folder holds a sequence classifier (a cross-encoder) rather than a bare encoder."""
+    return any(str(name).endswith("ForSequenceClassification") for name in getattr(config, "architectures", None) or ())
+
+
+def model_kind(config, name: str, kind: str = "auto", new_head: bool = False) -> str:
+    """The kind a model is loaded as: `kind`, or (auto) what its folder holds; a clear error where the folder is not
+    that kind (`new_head`: a bare encoder may become a cross-encoder, its head initialised, as fine-tuning does)."""
+    if kind not in tuple(ModelKind):
+        raise UserError(f"model.kind={kind!r}: choose one of {', '.join(ModelKind)}")
+    classifier = is_sequence_classifier(config)
+    if kind == ModelKind.auto:
+        return ModelKind.cross_encoder if classifier else ModelKind.bi_encoder
+    if kind == ModelKind.cross_encoder and not classifier and not new_head:
+        raise ModelNotAvailable(
+            f"model {name!r} has no sequence-classification head (it is a bi-encoder or a bare encoder), so as a "
+            f"cross-encoder its head would be random: fine-tune one with `codebert-heads finetune "
+            f"model.kind=cross_encoder model.name={name}`, or give a cross-encoder folder")
+    if kind == ModelKind.bi_encoder and classifier:
+        raise ModelNotAvailable(
+            f"model {name!r} is a sequence classifier (a cross-encoder, {', '.join(config.architectures)}): it scores "
+            f"(query, code) pairs and its embeddings were never trained to retrieve; use model.kind=auto or "
+            f"cross_encoder")
+    return str(kind)
+
+
 def load_encoder(name: str = BUILTIN, pooling: str = "auto", normalize: bool | None = None,
-                 device: str = "cpu", attn_implementation: str = "sdpa") -> Encoder:
-    """Load a BERT/RoBERTa encoder by `builtin`, a local folder or a hub name, in eval mode."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+                 device: str = "cpu", attn_implementation: str = "sdpa", kind: str = "auto",
+                 pair_score: str = "auto", new_head: bool = False) -> Encoder:
+    """Load a BERT/RoBERTa encoder by `builtin`, a local folder or a hub name, in eval mode: a bi-encoder, or (a
+    sequence classifier, or `kind=cross_encoder`) a cross-encoder. `new_head`: a bare encoder loaded as a
+    cross-encoder gets a freshly initialised two-label head (fine-tuning's start)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     path, local = resolve_model_path(name)
@@ -189,21 +221,33 @@ def load_encoder(name: str = BUILTIN, pooling: str = "auto", normalize: bool | N
     if config.model_type not in SUPPORTED_TYPES:
         raise ModelNotAvailable(f"model {name!r} is a {config.model_type!r} model; supported families: "
                                 f"{', '.join(SUPPORTED_TYPES)} (CodeBERT, GraphCodeBERT, UniXcoder, MiniLM)")
-    recipe = choose_recipe(display, path, pooling, normalize)
+    kind = model_kind(config, display, kind, new_head)
+    cross = kind == ModelKind.cross_encoder
+    fresh_head = cross and not is_sequence_classifier(config)
+    if cross and not fresh_head and config.num_labels not in (1, 2):
+        raise ModelNotAvailable(f"model {name!r} is a classifier with {config.num_labels} labels: a cross-encoder "
+                                f"scores a pair with one label (its logit) or two (no match, match)")
+    recipe = _cross_recipe(path, pair_score) if cross else choose_recipe(display, path, pooling, normalize)
     torch_device = _device(device)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the unused-pooler notice would only confuse
     hf_logging.disable_progress_bar()
     try:
-        model, loading = AutoModel.from_pretrained(path, add_pooling_layer=recipe.pooling == "pooler",
-                                                   attn_implementation=attn_implementation, output_loading_info=True)
+        if cross:
+            extra = {"num_labels": 2} if fresh_head else {}
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                path, attn_implementation=attn_implementation, output_loading_info=True, **extra)
+        else:
+            model, loading = AutoModel.from_pretrained(path, add_pooling_layer=recipe.pooling == "pooler",
+                                                       attn_implementation=attn_implementation,
+                                                       output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
         raise ModelNotAvailable(f"cannot load model {name!r} from {path}: {exc}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
-    if pooling == "pooler" and any("pooler." in key for key in loading["missing_keys"]):   # asked for, not there
+    if not cross and pooling == "pooler" and any("pooler." in key for key in loading["missing_keys"]):
         raise UserError(f"model.pooling=pooler, but model {name!r} has no pooler layer in its weights (it would be "
                         f"random); use model.pooling=cls or mean")
     model.eval().to(torch_device)
@@ -213,7 +257,21 @@ def load_encoder(name: str = BUILTIN, pooling: str = "auto", normalize: bool | N
         recipe=asdict(recipe), n_layers=config.num_hidden_layers, n_heads=config.num_attention_heads,
         head_dim=config.hidden_size // config.num_attention_heads, hidden_size=config.hidden_size,
     )
+    if cross:
+        return CrossEncoder(model, tokenizer, recipe, info, torch_device, recipe.score)
     return Encoder(model, tokenizer, recipe, info, torch_device)
+
+
+def _cross_recipe(path: str, pair_score: str) -> Recipe:
+    """A cross-encoder's recipe: the folder's own (its score), with an explicit `pair_score` on top."""
+    if pair_score not in tuple(PairScore):
+        raise UserError(f"model.pair_score={pair_score!r}: choose one of {', '.join(PairScore)}")
+    saved = _saved_recipe(Path(path)) if Path(path).is_dir() else None
+    recipe = saved if saved is not None and saved.kind == ModelKind.cross_encoder else CROSS_RECIPE
+    if pair_score != PairScore.auto:
+        recipe = Recipe(recipe.name, recipe.pooling, recipe.normalize, recipe.prefix_tokens, recipe.kind,
+                        str(pair_score))
+    return recipe
 
 
 def _device(name: str) -> torch.device:
@@ -238,20 +296,30 @@ def model_shape(name: str) -> tuple[int, int]:
     return config.num_hidden_layers, config.num_attention_heads
 
 
-def encoder_for(settings: ModelConfig, attn_implementation: str = "sdpa") -> Encoder:
-    """The encoder the `model` section names."""
+def encoder_for(settings: ModelConfig, attn_implementation: str = "sdpa", new_head: bool = False) -> Encoder:
+    """The encoder the `model` section names (a bi-encoder or a cross-encoder, as `model.kind` says)."""
     return load_encoder(settings.name, pooling=str(settings.pooling), normalize=settings.normalize,
-                        device=settings.device, attn_implementation=attn_implementation)
+                        device=settings.device, attn_implementation=attn_implementation, kind=str(settings.kind),
+                        pair_score=str(settings.pair_score), new_head=new_head)
+
+
+def retriever_for(name: str, settings: ModelConfig) -> Encoder:
+    """The first-stage bi-encoder `eval.retriever` names (its own recipe, the model section's device)."""
+    return load_encoder(name, device=settings.device, kind=str(ModelKind.bi_encoder))
 
 
 def random_init_copy(encoder: Encoder, seed: int) -> Encoder:
     """The same architecture, tokenizer and pooling with freshly initialised weights (the probes' baseline)."""
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
+    info = ModelInfo(**{**encoder.info.__dict__, "revision": f"random-init-seed{seed}"})
+    if isinstance(encoder, CrossEncoder):
+        model = AutoModelForSequenceClassification.from_config(encoder.model.config)
+        model.eval().to(encoder.device)
+        return CrossEncoder(model, encoder.tokenizer, encoder.recipe, info, encoder.device, encoder.score)
     model = AutoModel.from_config(encoder.model.config, add_pooling_layer=encoder.recipe.pooling == "pooler")
     model.eval().to(encoder.device)
-    info = ModelInfo(**{**encoder.info.__dict__, "revision": f"random-init-seed{seed}"})
     return Encoder(model, encoder.tokenizer, encoder.recipe, info, encoder.device)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from codesearch.hashing import content_hash
 from codesearch.metrics import PROTOCOLS, ProtocolResult, evaluate_protocol
 from codesearch.records import RetrievalTask
 
-from .encoder import Encoder
+from .encoder import Batch, Encoder
 from .settings import EvalConfig, ModelConfig
 
 
@@ -78,18 +79,27 @@ def task_embeddings(encoder: Encoder, task: RetrievalTask, model: ModelConfig, c
     sides = {}
     for side, texts, length in (("queries", task.queries, model.max_query_length),
                                 ("candidates", task.candidates, model.max_code_length)):
-        path = paths.get(side)
-        stored = _load(path, signature)
-        if stored is not None:
-            sides[side] = stored
-            continue
-        sides[side] = _encode_in_parts(encoder, texts, length, model.batch_size, path, signature, progress,
-                                       f"encoding {'queries' if side == 'queries' else 'code'}")
-        if path is not None:
-            payload = {"signature": signature, "embeddings": sides[side]}
-            atomic_write(path, lambda tmp: torch.save(payload, tmp))
-            shutil.rmtree(path.with_suffix(".parts"), ignore_errors=True)
+        sides[side] = kept_outputs(
+            encoder, lambda t=texts, n=length: list(encoder.length_sorted_batches(encoder.tokenize(t, n),
+                                                                                 model.batch_size)),
+            len(texts), paths.get(side), signature, progress, f"encoding {'queries' if side == 'queries' else 'code'}")
     return Embeddings(sides["queries"], sides["candidates"])
+
+
+def kept_outputs(encoder: Encoder, make_batches: Callable[[], Sequence[Batch]], n: int, path: Path | None,
+                 signature: str, progress: bool, desc: str) -> torch.Tensor:
+    """What the encode loop yields for `n` inputs ([n, encoder.output_dim] float32 on the CPU: embeddings, or a
+    cross-encoder's scores): read from `path` when it holds them under `signature`, else computed on the batches
+    `make_batches()` gives, part by part, and kept there."""
+    stored = _load(path, signature)
+    if stored is not None:
+        return stored
+    out = encode_in_parts(encoder, make_batches(), n, path, signature, progress, desc)
+    if path is not None:
+        payload = {"signature": signature, "embeddings": out}
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+        shutil.rmtree(path.with_suffix(".parts"), ignore_errors=True)
+    return out
 
 
 def _load(path: Path | None, signature: str) -> torch.Tensor | None:
@@ -99,28 +109,29 @@ def _load(path: Path | None, signature: str) -> torch.Tensor | None:
     return stored["embeddings"] if stored.get("signature") == signature else None
 
 
-def _encode_in_parts(encoder: Encoder, texts: list[str], max_length: int, batch_size: int, path: Path | None,
-                     signature: str, progress: bool, desc: str) -> torch.Tensor:
-    """One side, `PART_BATCHES` batches at a time; with a `path`, each part is kept beside it (`<path>.parts/`) and a
-    part kept by an interrupted run is loaded instead of encoded. The batches are the whole side's, so the result
-    is bit-identical to `Encoder.encode`."""
-    batches = list(encoder.length_sorted_batches(encoder.tokenize(texts, max_length), batch_size))
-    out = torch.empty((len(texts), encoder.model.config.hidden_size), dtype=torch.float32)
+def encode_in_parts(encoder: Encoder, batches: Sequence[Batch], n: int, path: Path | None, signature: str,
+                    progress: bool, desc: str) -> torch.Tensor:
+    """[n, output_dim] over the given batches, `PART_BATCHES` batches at a time; with a `path`, each part is kept
+    beside it (`<path>.parts/`) and a part kept by an interrupted run is loaded instead of encoded. The batches are
+    the whole side's, so the result is bit-identical to one pass over them."""
+    out = torch.empty((n, encoder.output_dim), dtype=torch.float32)
     bar = tqdm(total=len(batches), desc=desc, unit="batch", disable=not progress, file=sys.stderr, mininterval=1.0)
     with bar:
         for number, start in enumerate(range(0, len(batches), PART_BATCHES)):
             part = batches[start:start + PART_BATCHES]
-            rows = torch.as_tensor([p for batch in part for p in batch.positions])
             part_path = path.with_suffix(".parts") / f"{number}.pt" if path is not None else None
             kept = _load(part_path, signature)
-            if kept is not None and len(kept) == len(rows):
-                out[rows] = kept
+            if isinstance(kept, dict):
+                out[kept["rows"]] = kept["values"]
                 bar.update(len(part))
                 continue
-            for batch, pooled in encoder.forward_batches(None, batch_size, batches=part):
+            rows = []
+            for batch, pooled in encoder.forward_batches(None, 0, batches=part):
                 out[torch.as_tensor(batch.positions)] = pooled.float().cpu()
+                rows += batch.positions
                 bar.update(1)
             if part_path is not None:
-                payload = {"signature": signature, "embeddings": out[rows].clone()}
+                rows_t = torch.as_tensor(rows, dtype=torch.long)
+                payload = {"signature": signature, "embeddings": {"rows": rows_t, "values": out[rows_t].clone()}}
                 atomic_write(part_path, lambda tmp: torch.save(payload, tmp))
     return out

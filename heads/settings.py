@@ -27,6 +27,18 @@ class Pooling(StrEnum):
     pooler = "pooler"
 
 
+class ModelKind(StrEnum):
+    auto = "auto"                       # what the model folder is: a *ForSequenceClassification is a cross-encoder
+    bi_encoder = "bi_encoder"           # query and code encoded apart, scored by their embeddings
+    cross_encoder = "cross_encoder"     # one input holding both, scored by a classification head
+
+
+class PairScore(StrEnum):
+    auto = "auto"                       # the model folder's recipe, else positive_logit
+    positive_logit = "positive_logit"   # the positive class's logit (CodeBERT's mrr.py ranks by it)
+    log_odds = "log_odds"               # logit(positive) - logit(negative): the log-odds of a match
+
+
 class MaskMode(StrEnum):
     zero = "zero"            # the classic head mask
     mean = "mean"            # the head's mean output over held-out tokens
@@ -41,6 +53,13 @@ class ModelConfig:
     normalize: Optional[bool] = setting("L2-normalise embeddings; null = as the model's recipe does", None)
     max_query_length: int = setting("tokens per query, special tokens included", 128)
     max_code_length: int = setting("tokens per code, special tokens included", 256)
+    kind: ModelKind = setting("auto (as the model folder is: a sequence classifier is a cross-encoder), bi_encoder "
+                              "or cross_encoder (finetune: a classification head is added to a bare encoder)",
+                              ModelKind.auto)
+    max_pair_length: int = setting("cross-encoder: tokens per (query, code) pair, special tokens included; the query "
+                                   "is cut to model.max_query_length first, then the code (CodeBERT: 200)", 200)
+    pair_score: PairScore = setting("cross-encoder with two labels: positive_logit (CodeBERT's) or log_odds; "
+                                    "auto = the model's recipe, else positive_logit", PairScore.auto)
     batch_size: int = setting("sequences per forward pass", 32)
     device: str = setting("cpu, cuda, cuda:N or auto", "cpu")
 
@@ -48,7 +67,11 @@ class ModelConfig:
 @dataclass
 class EvalConfig:
     protocol: Protocol = setting("protocol of per_query.csv and of the paired statistics: whole_pool "
-                                 "(GraphCodeBERT/UniXcoder) or csn (batches of 1000)", Protocol.whole_pool)
+                                 "(GraphCodeBERT/UniXcoder), csn (batches of 1000) or rerank (a cross-encoder "
+                                 "re-scoring eval.retriever's top eval.rerank_k)", Protocol.whole_pool)
     rank_cutoff: int = setting("whole_pool: reciprocal rank 0 beyond this rank, as GraphCodeBERT's script; "
                                "0 = no cut-off", 1000)
     csn_batch_size: int = setting("csn: queries per batch (1 gold + batch-1 distractors)", 1000)
+    retriever: str = setting("the first-stage bi-encoder (builtin, a folder or a hub name) a cross-encoder re-ranks "
+                             "(rerank) and is reported beside; empty = none", "")
+    rerank_k: int = setting("rerank: the retriever's top k candidates of the whole pool re-scored per query", 100)

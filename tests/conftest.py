@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import make_tiny_bert, make_tiny_roberta  # noqa: E402
+from tiny_models import make_tiny_bert, make_tiny_cross_encoder, make_tiny_roberta  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,6 +33,12 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_roberta_dir(tmp_path_factory) -> Path:
     return make_tiny_roberta(tmp_path_factory.mktemp("models") / "tiny-roberta")
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_dir(tmp_path_factory) -> Path:
+    """A tiny BERT cross-encoder (two labels, random weights)."""
+    return make_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny-cross")
 
 
 @pytest.fixture(scope="session")

@@ -100,7 +100,7 @@ def test_bad_config_fails_before_loading_anything(capsys):
     assert main(["evaluate", "model.batch_size=many"]) == 2
     assert "model.batch_size" in capsys.readouterr().err
     assert main(["evaluate", "eval.protocol=mrr"]) == 2
-    assert "expected one of [whole_pool, csn]" in capsys.readouterr().err
+    assert "expected one of [whole_pool, csn, rerank]" in capsys.readouterr().err
 
 
 def test_config_precedence_and_none_from_sweeps(tmp_path):

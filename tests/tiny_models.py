@@ -104,3 +104,28 @@ def plant_pair(model, layer: int, a: int, b: int, kind: str):
         return module.LayerNorm(projected["out"])
 
     return [dense.register_forward_hook(plant), block.output.register_forward_hook(without_residual)]
+
+
+def make_tiny_cross_encoder(folder: Path, family: str = "bert", seed: int = 0, labels: int = 2, layers: int = 2,
+                            heads: int = 4, head_dim: int = 8, attention_gain: float = 1.0) -> Path:
+    """A tiny randomly initialised sequence classifier (a cross-encoder), saved as `save_pretrained` saves one;
+    `attention_gain` scales the heads' output projections (heads whose removal moves the scores well above float
+    noise)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = folder.with_name(folder.name + "-base")
+    if family == "bert":
+        make_tiny_bert(base, seed=seed, layers=layers, heads=heads, head_dim=head_dim)
+    else:
+        make_tiny_roberta(base, seed=seed, layers=layers, heads=heads, head_dim=head_dim)
+    torch.manual_seed(seed + 1)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=labels)
+    with torch.no_grad():   # scores that differ between pairs by far more than float noise: ranks without near-ties
+        for parameter in model.classifier.parameters():
+            parameter.mul_(100.0)
+        for layer in getattr(model, model.config.model_type).encoder.layer:
+            layer.attention.output.dense.weight.mul_(attention_gain)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
