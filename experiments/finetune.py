@@ -1,4 +1,5 @@
-"""`codebert-heads finetune`: an encoder fine-tuned as a bi-encoder retriever on the study's train split
+"""`codebert-heads finetune`: an encoder fine-tuned as a retriever (a bi-encoder; with model.kind=cross_encoder, a
+cross-encoder, its classification head initialised from the seed) on the study's train split
 (`training`, the research side), with the Lightning Trainer set up here (the engineering side): checkpoints, early
 stopping, precision, devices, the W&B logger. The result is a model folder in the run folder, `model/`, that every
 command loads with `model.name=<folder>`.
@@ -51,7 +52,8 @@ def run_finetune(cfg: DictConfig, callbacks: tuple[Callback, ...] = ()) -> Path:
     plain = to_plain(cfg)
     with Run(cfg, "finetune", FinetuneRecord, finetune_label(cfg), resumable=("checkpoints",)) as run:
         with run.timings.phase("setup_s"):
-            encoder = encoder_for(c.model)
+            torch.manual_seed(c.seed)   # a cross-encoder's fresh head
+            encoder = encoder_for(c.model, new_head=True)
             study = FinetuneStudy(encoder, c.finetune, c.model, c.eval, c.seed, c.progress,
                                   flat({key: plain[key] for key in SIGNATURE_SECTIONS}))
             study.prepare(c.data, c.corpus)
@@ -130,10 +132,16 @@ def train(c, study: FinetuneStudy, folder: Path, experiment, callbacks: tuple[Ca
 
 
 def print_summary(record: FinetuneRecord, folder: Path) -> None:
-    print(f"{record.base_model} fine-tuned on {record.n_train_pairs} pairs: {record.steps} steps, "
-          f"{record.epochs_run} epochs; best epoch {record.best_epoch} (val MRR {record.best_val_mrr:.4f})")
+    kind = record.kind.replace("_", "-")
+    print(f"{record.base_model} fine-tuned as a {kind} on {record.n_train_pairs} pairs ({record.n_train_examples} "
+          f"examples; negatives: {record.negatives}): {record.steps} steps, {record.epochs_run} epochs; best epoch "
+          f"{record.best_epoch} (val MRR {record.best_val_mrr:.4f}, untrained start {record.start_val_mrr:.4f})")
     for protocol, summary in record.test.items():
         print(f"  test {protocol:>10}: MRR {summary.mrr:.4f}  R@1 {summary.recall_at_1:.3f}  "
               f"R@10 {summary.recall_at_10:.3f}  ({summary.n_queries} queries)")
+    if record.retriever:
+        summary = record.retriever["summary"]
+        print(f"  beside it, the retriever {record.retriever['model']} on the same queries and candidates: MRR "
+              f"{summary['mrr']:.4f}  R@1 {summary['recall_at_1']:.3f}  R@10 {summary['recall_at_10']:.3f}")
     print(f"results: {folder}")
     print(f"model: {folder / record.model_folder}  (use it as model.name={folder / record.model_folder})")

@@ -96,6 +96,13 @@ class PairBatch(NamedTuple):
     epoch: int
     index: int                    # the batch's place in its epoch
 
+    @property
+    def size(self) -> int:
+        return len(self.queries)
+
+    def to(self, device) -> PairBatch:
+        return self._replace(code_keys=self.code_keys.to(device))
+
 
 class PairBatches:
     """The training batches, epoch after epoch: a stateful iterable, its state where the next batch starts.
@@ -145,6 +152,9 @@ class PairData(pl.LightningDataModule):
     state back only to a run resumed mid-epoch), and goes to the batches it makes.
     """
 
+    batches_type = PairBatches    # a cross-encoder's data has its own (`training.cross_data`)
+    batch_type = PairBatch
+
     def __init__(self, pairs: TrainPairs, encoder: Encoder, model: ModelConfig, settings: FinetuneConfig, seed: int):
         super().__init__()
         pairs.check(settings)
@@ -153,7 +163,7 @@ class PairData(pl.LightningDataModule):
         self.resumed: dict | None = None
 
     def train_dataloader(self) -> PairBatches:
-        self.batches = PairBatches(self.pairs, self.encoder, self.model, self.settings.batch_size, self.seed,
+        self.batches = self.batches_type(self.pairs, self.encoder, self.model, self.settings.batch_size, self.seed,
                                    self.trainer.global_rank, self.trainer.world_size)
         if self.resumed is not None:
             self.batches.load_state_dict(self.resumed)
@@ -170,12 +180,12 @@ class PairData(pl.LightningDataModule):
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         # Called as a batch is taken for its step, not when Lightning fetches it ahead: the state stays exact.
-        if isinstance(batch, PairBatch) and self.batches is not None:
+        if isinstance(batch, self.batch_type) and self.batches is not None:
             self.batches.trained(batch)
         return batch
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
         # The token ids stay lists (the encode loop pads and moves them): Lightning would walk every id.
-        if isinstance(batch, PairBatch):
-            return batch._replace(code_keys=batch.code_keys.to(device))
+        if isinstance(batch, self.batch_type):
+            return batch.to(device)
         return super().transfer_batch_to_device(batch, device, dataloader_idx)

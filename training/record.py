@@ -28,3 +28,8 @@ class FinetuneRecord(RunRecord):
     test_task_fingerprint: str = ""
     resumed_from_step: int = 0          # 0 for a run that was never interrupted
     seed: int = 0
+    kind: str = "bi_encoder"            # or cross_encoder
+    n_train_examples: int = 0           # the examples an epoch trains on (a cross-encoder: pairs and negatives)
+    negatives: str = ""                 # how the negatives are made
+    start_val_mrr: float | None = None  # val MRR of the untrained start (a cross-encoder: its fresh head)
+    retriever: dict = field(default_factory=dict)   # eval.retriever's ranks on the same test queries

@@ -31,6 +31,11 @@ class FinetuneConfig:
                                             "every epoch anyway); 0 = at epoch ends only", 500)
     accumulate_grad_batches: int = setting("batches whose gradients are summed before each optimizer step (the "
                                            "negatives stay those of each batch)", 1)
+    negatives_from: str = setting("cross-encoder: a bi-encoder (builtin, a folder, a hub name) whose top "
+                                  "finetune.hard_negatives_k codes give each query's negative; empty = a seeded "
+                                  "random other code of the split, as CodeBERT", "")
+    hard_negatives_k: int = setting("cross-encoder with finetune.negatives_from: each negative is drawn from the "
+                                    "retriever's top k codes (gold left out)", 10)
     precision: str = setting("32, bf16-mixed or 16-mixed (the mixed ones on a GPU)", "32")
     accelerator: str = setting("Lightning's accelerator: auto, cpu, gpu, ...", "auto")
     devices: str = setting("Lightning's devices: auto, a count (1) or a list (0,1)", "auto")
@@ -41,7 +46,7 @@ class FinetuneConfig:
         if self.batch_size < 2:
             raise UserError(f"finetune.batch_size={self.batch_size}: in-batch negatives need at least 2 pairs per "
                             f"batch")
-        for key in ("epochs", "accumulate_grad_batches"):
+        for key in ("epochs", "accumulate_grad_batches", "hard_negatives_k"):
             if getattr(self, key) < 1:
                 raise UserError(f"finetune.{key}={getattr(self, key)}: must be at least 1")
         for key in ("val_max_queries", "patience", "checkpoint_every_n_steps", "weight_decay"):
