@@ -28,7 +28,7 @@ from tqdm import tqdm
 from transformers.pytorch_utils import apply_chunking_to_forward
 
 from heads.encoder import Batch, Encoder
-from heads.hooks import HeadMask, encoder_layers, hook_z
+from heads.hooks import HeadMask, HookFn, encoder_layers, hook_z
 
 from .conditions import Condition
 
@@ -143,7 +143,6 @@ class SideSweep:
         self.hidden, self.z, self.next_hidden = self.next_hidden, None, None
         self.layer += 1
 
-    @torch.inference_mode()
     def rerun(self, mask: HeadMask, out: torch.Tensor, on_batch: Callable[[], None] = lambda: None,
               segment: int | None = None) -> None:
         """The outputs (embeddings, or a cross-encoder's scores) of this sweep's rows with the mask applied,
@@ -151,20 +150,28 @@ class SideSweep:
         pair inputs, the mask replaces the heads' output only at that segment's tokens (query or code)."""
         if mask.layers[0] != self.layer:
             raise RuntimeError(f"a mask starting at layer {mask.layers[0]} cannot rerun from layer {self.layer}")
+        self.rerun_hooked(lambda _b, batch: mask if segment is None else mask.only_at(batch.segments == segment),
+                          mask.layers, out, on_batch)
+
+    @torch.inference_mode()
+    def rerun_hooked(self, hook_of: Callable[[int, Batch], HookFn], layers: list[int], out: torch.Tensor,
+                     on_batch: Callable[[], None] = lambda: None) -> None:
+        """The outputs with `hook_of(b, batch)` as batch b's hook on the head outputs of `layers` (the current
+        layer and later ones), rerunning from the current layer up (activation patching hands each batch its own
+        source)."""
         self.compute_layer()
         layer = self.layers[self.layer]
         for b, batch in enumerate(self.batches):
-            positions, attention_mask = batch.positions, batch.attention_mask
             args, kwargs = self.layer_args[b]
-            hook = mask if segment is None else mask.only_at(batch.segments == segment)
-            with hook_z(self.encoder.model, hook, attention_mask, layers=mask.layers):
-                # The tail of the layer's forward: projection (the mask hook fires on its input), feed-forward.
+            with hook_z(self.encoder.model, hook_of(b, batch), batch.attention_mask, layers=layers):
+                # The tail of the layer's forward: projection (the hook fires on its input), feed-forward.
                 attention_output = layer.attention.output(self.z[b], self.hidden[b])
                 hidden = apply_chunking_to_forward(layer.feed_forward_chunk, layer.chunk_size_feed_forward,
                                                    layer.seq_len_dim, attention_output)
                 for later in self.layers[self.layer + 1:]:
                     hidden = later(hidden, *args, **kwargs)
-            out[torch.as_tensor(positions, device=out.device)] = self.encoder.pool(hidden, attention_mask).float()
+            out[torch.as_tensor(batch.positions, device=out.device)] = \
+                self.encoder.pool(hidden, batch.attention_mask).float()
             on_batch()
 
     def release(self) -> None:

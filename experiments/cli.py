@@ -43,8 +43,12 @@ COMMANDS = {
     "attention": Command("passive attention statistics per head: query-to-code mass, entropy, attention to code "
                          "constructs, tests, clusters of heads and examples, and whether attention predicts "
                          "importance", "experiments.attention:run_attention"),
-    "finetune": Command("fine-tune an encoder as a bi-encoder retriever on the study's train split (in-batch "
-                        "negatives, Lightning), validated each epoch, tested as `evaluate` tests, saved as a model "
+    "patch": Command("activation patching in a cross-encoder: per head, the share of the score gap between a "
+                     "query's true and mismatched pair that its output restores (and destroys), tested, corrected, "
+                     "correlated with the ablation's ΔMRR", "experiments.patch:run_patch"),
+    "finetune": Command("fine-tune an encoder as a retriever on the study's train split (a bi-encoder with "
+                        "in-batch negatives, or model.kind=cross_encoder with CodeBERT's 1:1 negatives; "
+                        "Lightning), validated each epoch, tested as `evaluate` tests, saved as a model "
                         "folder any command loads; resume=true continues an interrupted run",
                         "experiments.finetune:run_finetune"),
     "sweep": Command("run a W&B sweep file with no W&B server: W&B's sweep engine picks each run, the agent's "

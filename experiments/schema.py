@@ -13,6 +13,7 @@ from attention.settings import AttentionConfig
 from codesearch.settings import CorpusConfig, DataConfig, setting
 from comparison.settings import CompareConfig
 from heads.settings import EvalConfig, ModelConfig
+from patching.settings import PatchConfig
 from probing.settings import ProbeConfig
 from tracking.settings import WandbConfig
 from training.settings import FinetuneConfig
@@ -28,6 +29,7 @@ class Config:
     prune: PruneConfig = field(default_factory=PruneConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    patch: PatchConfig = field(default_factory=PatchConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -49,6 +51,7 @@ COMMAND_SECTIONS = {
     "prune": ("data", "corpus", "model", "eval", "ablation", "prune", "wandb"),
     "probe": ("data", "corpus", "model", "probe", "wandb"),
     "attention": ("data", "corpus", "model", "attention", "wandb"),
+    "patch": ("data", "corpus", "model", "patch", "wandb"),
     "finetune": ("data", "corpus", "model", "eval", "finetune", "wandb"),
     "sweep": ("wandb",),
     "aggregate": ("ablation", "wandb"),

@@ -15,6 +15,7 @@ from codesearch.loading import LoadedData
 from comparison.record import CompareRecord
 from heads.encoder import Encoder
 from heads.evaluation import EvaluationRecord
+from patching.record import PatchRecord
 from probing.record import ProbeRecord
 from training.record import FinetuneRecord
 
@@ -197,6 +198,22 @@ def attention_log(folder: Path, heads: pd.DataFrame, record: AttentionRecord, fi
     return RunLog(job_type="attention", name=f"attention-{record.input}", results_dir=folder,
                   tables={"heads": heads}, images=images, summary=summary, tags=["attention", record.input],
                   **provenance(data, encoder, record.study))
+
+
+def patch_log(folder: Path, table: pd.DataFrame, record: PatchRecord, files: list[str], data: LoadedData,
+              encoder: Encoder) -> RunLog:
+    """The per-head table, the two heatmaps, and the strongest heads and correlations in the summary."""
+    images = {f"patch/{Path(f).stem}": folder / f for f in files if f.endswith(".png")}
+    f = record.findings
+    summary = {"patch/n_examples": record.n_examples, "patch/mean_clean_score": f["mean_clean_score"],
+               "patch/mean_corrupt_score": f["mean_corrupt_score"], "patch/max_restored": float(table["restored"].max()),
+               "patch/max_destroyed": float(table["destroyed"].max()),
+               "patch/n_significant_restored": f["n_significant_restored"]}
+    for row in f.get("ablation_correlation", []):
+        if row["spearman_rho"] == row["spearman_rho"]:   # not NaN
+            summary[f"patch/{row['measure']}_vs_ablation_rho"] = row["spearman_rho"]
+    return RunLog(job_type="patch", name=f"patch-n{record.n_examples}", results_dir=folder, tables={"heads": table},
+                  images=images, summary=summary, tags=["patch"], **provenance(data, encoder, record.study))
 
 
 def compare_log(folder: Path, heads: pd.DataFrame | None, correlations: pd.DataFrame, overlaps: pd.DataFrame,
