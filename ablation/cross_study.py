@@ -98,7 +98,6 @@ class CrossAblationStudy(AblationStudy):
     def record(self):
         record = super().record()
         record.data["n_pairs"] = self.pairs.n_pairs
-        record.data["kind"] = "cross_encoder"
         return record
 
 

@@ -306,7 +306,7 @@ class AblationStudy:
         return AblationRecord(
             model=self.model_facts(),
             data={"source": task.source, "form": task.form, "n_queries": len(task),
-                  "n_candidates": len(task.candidates)},
+                  "n_candidates": len(task.candidates), "kind": self.encoder.kind},
             corpus_hash=self.data.corpus_hash, task_fingerprint=task.fingerprint(), protocol=self.baseline.summary(),
             baseline_mrr=self.baseline.mrr, n_conditions=len(self.conditions),
             n_significant=int(self.frame["significant"].sum()), correction=str(a.correction),

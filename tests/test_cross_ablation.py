@@ -142,3 +142,24 @@ def test_cross_encoder_ablation_errors(tmp_path, pairs_file, tiny_cross_dir, cap
     assert "eval.protocol=whole_pool" in error("ablate", "eval.protocol=whole_pool")
     assert "prune runs on a bi-encoder" in error("prune")
     assert not (tmp_path / "x").exists()
+
+
+def test_bi_and_cross_encoder_maps_compare_query_by_query(tmp_path, pairs_file, tiny_cross_dir, tiny_bert_dir):
+    """The bi-encoder and the cross-encoder of one base, both in CodeBERT's batches of the same queries: `compare`
+    pairs them query by query; `attention` and `probe` take the cross-encoder's pair input as they are."""
+    runs = tmp_path / "runs"
+    common = [f"data.path={pairs_file}", f"runs_dir={runs}", "eval.protocol=csn", "eval.csn_batch_size=4", *FAST]
+    for model in (tiny_bert_dir, tiny_cross_dir):
+        assert main(["ablate", f"model.name={model}", *common]) == 0
+    kinds = {json.loads((p.parent / "run.json").read_text())["data"].get("kind", "bi_encoder"): p.parents[2].name
+             for p in runs.rglob("importance.csv")}
+    studies = [kinds["bi_encoder"], kinds["cross_encoder"]]
+    assert main(["compare", *studies, f"runs_dir={runs}", "progress=false", "compare.n_bootstrap=200",
+                 "compare.n_permutations=200"]) == 0
+    (folder,) = (runs / "compare").iterdir()
+    record = json.loads((folder / "run.json").read_text())
+    assert record["paired"] is True
+    cross_study = runs / kinds["cross_encoder"]
+    assert main(["attention", f"model.name={tiny_cross_dir}", *common, "attention.examples=8"]) == 0
+    heads = pd.read_csv(next((cross_study / "attention").rglob("heads.csv")))
+    assert heads["q2c_mass"].notna().all() and "delta_mrr" in heads.columns

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The project's packages, and the helpers the tests and benchmarks import by file name.
-LOCAL = {"codesearch", "heads", "ablation", "probing", "attention", "comparison", "training", "tracking", "report",
+LOCAL = {"codesearch", "heads", "ablation", "probing", "attention", "comparison", "training", "tracking", "report", "patching",
          "experiments", "sweeps", "benchmarks", "tests"}
 LOCAL |= {path.stem for folder in ("tests", "benchmarks") for path in (ROOT / folder).glob("*.py")}
 
