@@ -40,7 +40,7 @@ def render(runs: StudyRuns, command_lines: Callable[[Folder], str], examples: li
     for section in (_study, _baseline, _ablation):
         body += section(runs)
     body += _examples(examples or [], examples_note) if runs.ablation is not None else []
-    for section in (_probes, _attention, _head_sets, _finetune, _comparisons):
+    for section in (_probes, _attention, _patching, _head_sets, _finetune, _comparisons):
         body += section(runs)
     body += _provenance(runs, command_lines) + _missing(runs)
     return page(f"codebert-heads report: {runs.name}", body)
@@ -224,6 +224,45 @@ def _attention(runs: StudyRuns) -> list[str]:
     return out
 
 
+def _patching(runs: StudyRuns) -> list[str]:
+    out = []
+    for run in runs.patches:
+        table_frame, record = run.csv("patching.csv"), run.record
+        layers, n_heads = int(table_frame["layer"].max()) + 1, int(table_frame["head"].max()) + 1
+        f = record.findings
+        if not out:
+            out.append("<h2 id=\"patching\">Which heads carry the match: activation patching</h2>")
+        out.append(paragraph(
+            f"{record.n_examples} queries, each with its own code (clean, mean score {f['mean_clean_score']:.3f}) "
+            f"and another (corrupt, {f['mean_corrupt_score']:.3f}). Restored: the share of the clean−corrupt gap "
+            f"one head's clean output brings back into the corrupt run; destroyed: the share lost when the clean "
+            f"run gets the head's corrupt output. Starred: significant after correction over the heads."))
+        grid = []
+        for what in ("restored", "destroyed"):
+            def tip(row, what=what) -> str:
+                return (f"{row['condition']}: {what} {row[what]:+.3f} [{row[what + '_ci_low']:+.3f}, "
+                        f"{row[what + '_ci_high']:+.3f}], p adj. {row[what + '_p_adjusted']:.2g}")
+            marked = _matrix(table_frame.assign(m=table_frame[f"{what}_significant"].astype(float)), "m", layers,
+                             n_heads)
+            grid.append(f"<div><h4>{what}</h4>" + heatmap(_matrix(table_frame, what, layers, n_heads),
+                                                          _tips(table_frame, layers, n_heads, tip),
+                                                          f"patching-{what}-{run.folder.name}", marked=marked > 0)
+                        + "</div>")
+        out.append("<div class=\"grid\">" + "".join(grid) + "</div>")
+        correlations = run.csv("ablation_correlation.csv")
+        if correlations is not None and len(correlations):
+            columns = [("measure", "measure", str), ("against", "against", str), ("n_heads", "heads", number),
+                       ("spearman_rho", "Spearman ρ", _signed), ("p_value", "p (perm.)", _p)]
+            out += ["<h4>Patching against the ablation's ΔMRR, over the heads</h4>",
+                    table(correlations, columns, f"patching-correlation-{run.folder.name}")]
+        columns = [("condition", "head", str), ("restored", "restored", _signed),
+                   ("restored_p_adjusted", "p adj.", _p), ("destroyed", "destroyed", _signed),
+                   ("destroyed_p_adjusted", "p adj.", _p)]
+        out += ["<h4>Every head (click a header to sort)</h4>",
+                table(table_frame, columns, f"patching-{run.folder.name}")]
+    return out
+
+
 # ---------------------------------------------------------------- head sets, fine-tuning, comparisons
 
 def _head_sets(runs: StudyRuns) -> list[str]:
@@ -266,9 +305,14 @@ def _finetune(runs: StudyRuns) -> list[str]:
         if not out:
             out.append("<h2 id=\"finetune\">Fine-tuning</h2>")
         r = run.record
-        out.append(paragraph(f"{escape(r.base_model)} fine-tuned for {r.epochs_run} epochs ({r.steps} steps); best "
-                             f"validation MRR {r.best_val_mrr:.4f} at epoch {r.best_epoch}, test MRR {r.test_mrr:.4f}. "
-                             f"Model folder <code>{escape(run.folder / r.model_folder)}</code>."))
+        kind = "a cross-encoder" if r.kind == "cross_encoder" else "a bi-encoder"
+        start = f" (untrained start {r.start_val_mrr:.4f})" if r.start_val_mrr is not None else ""
+        beside = (f" Beside it, the retriever {escape(r.retriever['model'])} on the same test queries and "
+                  f"candidates: MRR {r.retriever['summary']['mrr']:.4f}." if r.retriever else "")
+        out.append(paragraph(f"{escape(r.base_model)} fine-tuned as {kind} for {r.epochs_run} epochs ({r.steps} "
+                             f"steps); best validation MRR {r.best_val_mrr:.4f} at epoch {r.best_epoch}{start}, test "
+                             f"MRR {r.test_mrr:.4f}.{beside} Model folder "
+                             f"<code>{escape(run.folder / r.model_folder)}</code>."))
         if history is not None and len(history):
             fig, loss = plt.subplots(figsize=(5.5, 3.4))
             loss.plot(history["epoch"], history["train_loss"], marker="o", color="tab:orange")

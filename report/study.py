@@ -15,6 +15,7 @@ from codesearch.errors import UserError
 from codesearch.runfolder import RunRecord, run_folders
 from comparison.record import CompareRecord
 from heads.evaluation import EvaluationRecord
+from patching.record import PatchRecord
 from probing.record import FinishedProbes, find_probes
 from training.record import FinetuneRecord
 
@@ -26,6 +27,7 @@ KINDS = {
     "attention": ("the attention statistics", "codebert-heads attention"),
     "prune": ("head sets: pruning curves and interactions", "codebert-heads prune"),
     "finetune": ("fine-tuning", "codebert-heads finetune"),
+    "patch": ("activation patching (a cross-encoder's)", "codebert-heads patch"),
     "compare": ("comparisons with other studies", "codebert-heads compare <this study> <another>"),
 }
 
@@ -52,6 +54,7 @@ class StudyRuns:
     attention: list[Folder] = field(default_factory=list)
     head_sets: Folder | None = None                   # aggregate-prune, else the newest prune run with tables
     finetunes: list[Folder] = field(default_factory=list)
+    patches: list[Folder] = field(default_factory=list)
     comparisons: list[Folder] = field(default_factory=list)
 
     @classmethod
@@ -69,6 +72,7 @@ class StudyRuns:
         runs.attention = _finished(folder / "attention", AttentionRecord, need="heads.csv")
         runs.head_sets = _head_sets(folder)
         runs.finetunes = _finished(folder / "finetune", FinetuneRecord)
+        runs.patches = _finished(folder / "patch", PatchRecord, need="patching.csv")
         compare_dir = folder.parent / "compare"
         runs.comparisons = [run for run in _finished(compare_dir, CompareRecord)
                             if any(s.get("name") == folder.name or str(folder) in str(s.get("folders", ""))
@@ -80,19 +84,27 @@ class StudyRuns:
     def kinds(self) -> list[str]:
         present = {"evaluate": self.evaluation, "ablate": self.ablation or self.ablations, "probe": self.probes,
                    "attention": self.attention, "prune": self.head_sets, "finetune": self.finetunes,
-                   "compare": self.comparisons}
+                   "patch": self.patches, "compare": self.comparisons}
         return [kind for kind, value in present.items() if value]
 
     def job_types(self) -> list[str]:
         """The W&B job types of the runs shown (what a W&B Report of the study selects)."""
         logged = {"evaluate": "baseline", "ablate": "ablation", "probe": "probe", "attention": "attention",
-                  "prune": "prune", "finetune": "finetune", "compare": "compare"}
+                  "prune": "prune", "finetune": "finetune", "patch": "patch", "compare": "compare"}
         types = [logged[kind] for kind in self.kinds()]
         aggregated = any((self.folder / name).is_dir() for name in ("aggregate", "aggregate-prune"))
         return types + ["aggregate"] * aggregated
 
+    @property
+    def cross_encoder(self) -> bool:
+        """Whether the study's model is a cross-encoder (only it can be patched)."""
+        if self.evaluation is not None:
+            return getattr(self.evaluation.record, "kind", "") == "cross_encoder"
+        return self.ablation is not None and self.ablation.record.__dict__.get("data", {}).get("kind") == \
+            "cross_encoder"
+
     def missing(self) -> list[str]:
-        return [kind for kind in KINDS if kind not in self.kinds()]
+        return [kind for kind in KINDS if kind not in self.kinds() and (kind != "patch" or self.cross_encoder)]
 
     def records(self) -> list[Folder]:
         """Every run shown, for provenance: its command line and versions."""
@@ -102,7 +114,8 @@ class StudyRuns:
         out += [run for run in self.ablations if self.ablation is None or run.folder != self.ablation.folder]
         if self.probes is not None:
             out.append(Folder(self.probes.folder, self.probes.record))
-        out += self.attention + ([self.head_sets] if self.head_sets else []) + self.finetunes + self.comparisons
+        out += self.attention + ([self.head_sets] if self.head_sets else []) + self.finetunes + self.patches
+        out += self.comparisons
         return out
 
 

@@ -139,3 +139,18 @@ def test_patching_a_bi_encoder_is_refused(tmp_path, pairs_file, tiny_bert_dir, c
     assert main(["patch", f"data.path={pairs_file}", f"model.name={tiny_bert_dir}", f"output_dir={tmp_path / 'x'}",
                  "progress=false"]) == 2
     assert "is a bi-encoder" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_the_report_shows_a_cross_encoder_study_with_its_patching(tmp_path, pairs_file):
+    folder = make_tiny_cross_encoder(tmp_path / "model", attention_gain=30.0)
+    runs = tmp_path / "runs"
+    common = [f"data.path={pairs_file}", f"model.name={folder}", "model.max_pair_length=40", "model.batch_size=5",
+              "progress=false", f"runs_dir={runs}", "eval.protocol=csn", "eval.csn_batch_size=4",
+              "wandb.mode=disabled"]
+    assert main(["evaluate", *common]) == 0
+    assert main(["patch", *common, "patch.n_bootstrap=200", "patch.n_permutations=200"]) == 0
+    (study,) = runs.iterdir()
+    assert main(["report", str(study), "wandb.mode=disabled"]) == 0
+    text = (study / "report" / "index.html").read_text()
+    assert 'id="patching"' in text and "Restored: the share of the clean−corrupt gap" in text
+    assert 'id="missing-patch"' not in text and 'id="missing-ablate"' in text
