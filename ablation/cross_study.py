@@ -54,7 +54,8 @@ class CrossAblationStudy(AblationStudy):
         self.pairs: PairSet | None = None
 
     def prepare(self, data, data_config: DataConfig, corpus_config: CorpusConfig) -> None:
-        retriever = retriever_for(self.evaluation.retriever, self.model) if self.evaluation.retriever else None
+        rerank = str(self.evaluation.protocol) == "rerank"   # only the re-ranking protocol needs the first stage
+        retriever = retriever_for(self.evaluation.retriever, self.model) if rerank else None
         self.pairs = pair_set(data.task, self.evaluation, retriever=retriever, model=self.model,
                               cache_dir=self.cache_dir, progress=self.progress)
         print(f"pairs: {self.pairs.n_pairs} ({self.pairs.protocol}, {self.pairs.candidates_per_query} candidates "
@@ -90,7 +91,7 @@ class CrossAblationStudy(AblationStudy):
         signature["pairs"] = self.pairs.fingerprint()
         signature["model_settings"]["max_pair_length"] = self.model.max_pair_length
         signature["score"] = self.encoder.score
-        if self.evaluation.retriever:
+        if str(self.evaluation.protocol) == "rerank":
             signature["eval"]["retriever"] = self.evaluation.retriever
             signature["eval"]["rerank_k"] = self.evaluation.rerank_k
         return signature
