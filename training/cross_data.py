@@ -24,7 +24,7 @@ from heads.encoder import Encoder
 from heads.pairs import PairTexts, tokenize_pair_texts
 from heads.settings import ModelConfig
 
-from .data import PairBatches, PairData
+from .data import PairBatches, PairData, check_epoch
 from .settings import FinetuneConfig
 
 
@@ -57,13 +57,7 @@ class CrossExamples:
         return int(self.labels.sum())
 
     def check(self, settings: FinetuneConfig) -> None:
-        if len(self) < settings.batch_size:
-            raise UserError(f"the train split gives {len(self)} examples (pairs and their negatives), fewer than one "
-                            f"batch (finetune.batch_size={settings.batch_size})")
-        batches = len(self) // settings.batch_size
-        if settings.accumulate_grad_batches > batches:
-            raise UserError(f"finetune.accumulate_grad_batches={settings.accumulate_grad_batches}, but an epoch has "
-                            f"only {batches} batches of {settings.batch_size} examples")
+        check_epoch(len(self), settings, f"gives {len(self)} examples (pairs and their negatives)", "examples")
 
     @classmethod
     def of(cls, task: RetrievalTask, encoder: CrossEncoder, model: ModelConfig, settings: FinetuneConfig, seed: int,

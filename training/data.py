@@ -79,14 +79,18 @@ class TrainPairs:
         return len(self.queries)
 
     def check(self, settings: FinetuneConfig) -> None:
-        """Enough pairs for one batch, and enough batches for one optimizer step."""
-        if len(self) < settings.batch_size:
-            raise UserError(f"the train split has {len(self)} pairs, fewer than one batch "
-                            f"(finetune.batch_size={settings.batch_size})")
-        batches = len(self) // settings.batch_size
-        if settings.accumulate_grad_batches > batches:
-            raise UserError(f"finetune.accumulate_grad_batches={settings.accumulate_grad_batches}, but an epoch has "
-                            f"only {batches} batches of {settings.batch_size} pairs")
+        check_epoch(len(self), settings, f"has {len(self)} pairs", "pairs")
+
+
+def check_epoch(n: int, settings: FinetuneConfig, count: str, unit: str) -> None:
+    """Enough training examples (`n`, described as the train split `count`) for one batch, and enough batches of
+    `unit` for one optimizer step."""
+    if n < settings.batch_size:
+        raise UserError(f"the train split {count}, fewer than one batch (finetune.batch_size={settings.batch_size})")
+    batches = n // settings.batch_size
+    if settings.accumulate_grad_batches > batches:
+        raise UserError(f"finetune.accumulate_grad_batches={settings.accumulate_grad_batches}, but an epoch has "
+                        f"only {batches} batches of {settings.batch_size} {unit}")
 
 
 class PairBatch(NamedTuple):
